@@ -1,0 +1,1 @@
+"""Example domains used by the docs, the tests and the benchmarks."""

@@ -1,0 +1,3 @@
+"""The actor runtime."""
+
+__all__: list[str] = []

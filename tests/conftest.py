@@ -1,0 +1,48 @@
+"""Shared fixtures: anyio's built-in pytest plugin on the asyncio backend, and
+the ``store`` fixture that runs the store conformance suite on every backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from stores import EventStore
+
+BACKENDS = ["memory", "sqlite", "postgres"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run every async test on asyncio (aiosqlite and asyncpg are asyncio-only)."""
+    return "asyncio"
+
+
+async def open_backend(name: str, tmp_path: Path, **options: object) -> EventStore:
+    """Build (not yet open) a store of the named backend for one test."""
+    if name == "memory":
+        from stores import MemoryStore
+
+        return MemoryStore(**options)  # type: ignore[arg-type]
+    if name == "sqlite":
+        from stores import SQLiteStore
+
+        return SQLiteStore(tmp_path / "events.db", **options)  # type: ignore[arg-type]
+    if name == "postgres":
+        from tests import pg
+
+        return await pg.new_store(**options)
+    raise ValueError(name)
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
+    """An open, empty store of each backend; closed (and dropped) after the test."""
+    backend = await open_backend(request.param, tmp_path)
+    async with backend:
+        yield backend
+    if request.param == "postgres":
+        from tests import pg
+
+        await pg.drop_store(backend)
