@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Self, TypeVar
@@ -42,7 +43,17 @@ def applies(fn: F) -> F:
     return fn
 
 
-def _message_type(cls: type, fn: Callable[..., Any], base: type) -> type:
+def _defining_scope() -> dict[str, Any]:
+    """The local names of the scope a class statement runs in (the first frame
+    outside this module), so annotations naming classes defined in a function
+    resolve too."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back  # type: ignore[assignment]
+    return dict(frame.f_locals) if frame is not None else {}
+
+
+def _message_type(cls: type, fn: Callable[..., Any], base: type, scope: dict[str, Any]) -> type:
     """The type annotated on ``fn``'s first parameter after ``self``."""
     params = list(inspect.signature(fn).parameters.values())
     if len(params) != 2:
@@ -50,7 +61,7 @@ def _message_type(cls: type, fn: Callable[..., Any], base: type) -> type:
             f"{cls.__qualname__}.{fn.__name__} must take (self, message), got {len(params)} params"
         )
     try:
-        hints = typing.get_type_hints(fn, localns={**vars(cls), cls.__name__: cls})
+        hints = typing.get_type_hints(fn, localns={**scope, **vars(cls), cls.__name__: cls})
     except NameError as exc:
         raise RegistrationError(
             f"{cls.__qualname__}.{fn.__name__}: cannot resolve its annotation ({exc}); "
@@ -103,11 +114,13 @@ class Aggregate:
         for klass in reversed(cls.__mro__):
             handlers.update(getattr(klass, "__command_handlers__", {}))
             appliers.update(getattr(klass, "__event_appliers__", {}))
-        for fn in vars(cls).values():
+        marked = [fn for fn in vars(cls).values() if hasattr(fn, _HANDLES) or hasattr(fn, _APPLIES)]
+        scope = _defining_scope() if marked else {}
+        for fn in marked:
             if getattr(fn, _HANDLES, False):
-                handlers[_message_type(cls, fn, Command)] = fn
+                handlers[_message_type(cls, fn, Command, scope)] = fn
             if getattr(fn, _APPLIES, False):
-                appliers[_message_type(cls, fn, Event)] = fn
+                appliers[_message_type(cls, fn, Event, scope)] = fn
         cls.__command_handlers__ = handlers
         cls.__event_appliers__ = appliers
 
