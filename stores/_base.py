@@ -72,7 +72,8 @@ class EventStore(abc.ABC):
     * :meth:`append` is atomic: all of a call's events are stored, or none.
       ``expected_version=0`` means "the stream must not exist yet"; ``ANY``
       skips the check. A mismatch raises ``ConcurrencyError(stream, expected,
-      actual)`` and writes nothing. An empty ``events`` is a no-op.
+      actual)`` and writes nothing. An empty ``events`` is a no-op: no
+      version check, nothing recorded (not even ``command_id``).
     * Every event gets a global position, from 1, strictly increasing in
       commit order, with the positions of one append contiguous. A reader that
       has seen position *p* never later finds an unseen committed event below *p*.
@@ -151,7 +152,9 @@ class EventStore(abc.ABC):
 
         Args:
             stream: The stream name, ``"{Category}-{id}"``.
-            events: The events, in order. Empty: nothing happens.
+            events: The events, in order. Empty: nothing happens (no version
+                check, ``command_id`` not recorded); the result carries the
+                current version and no positions.
             expected_version: The stream's current version as the caller last
                 saw it (``0``: must not exist), or ``ANY``.
             command_id: If given, recorded in the same transaction as the

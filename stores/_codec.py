@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,8 +46,16 @@ def validate_stream(stream: object) -> str:
 
 
 def new_event_id() -> str:
-    """A random (version 4) UUID as a string."""
-    return str(uuid.UUID(bytes=os.urandom(16), version=4))
+    """A random (version 4, RFC 4122 variant) UUID as a string.
+
+    Formatted by hand: building a ``uuid.UUID`` costs several microseconds per
+    event on the append hot path; this is about four times cheaper.
+    """
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _find_bad_field(value: Any, path: str) -> str | None:

@@ -1,0 +1,491 @@
+"""SQLiteStore: the embedded default event store (aiosqlite + a group-commit writer)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+import orjson
+
+from stores._base import DEFAULT_PAGE_SIZE, ConsumerTransaction, EventStore
+from stores._codec import DEFAULT_MAX_EVENT_BYTES, encode_events, encode_value, validate_stream
+from stores._errors import (
+    CorruptSnapshot,
+    SerializationError,
+    StoreClosed,
+    StoreUnavailable,
+)
+from stores._sqlite_batch import ANY_VERSION, AppendRequest, command_record
+from stores._sqlite_consumer import CHECKPOINT_SQL, SET_CHECKPOINT_SQL, consumer_transaction
+from stores._sqlite_rows import decode_rows, from_micros
+from stores._sqlite_schema import Durability, configure, connect_sync, migrate
+from stores._sqlite_writer import GroupCommitWriter
+from stores._types import (
+    ANY,
+    AppendResult,
+    CommandRecord,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StoreStatistics,
+)
+
+__all__ = ["Durability", "SQLiteStore"]
+
+_EVENT_COLS = (
+    "e.position, e.version, e.type, e.data, e.metadata, e.schema_version, e.event_id, e.recorded_at"
+)
+_STREAM_SQL = (
+    f"SELECT {_EVENT_COLS} FROM events e"
+    " WHERE e.stream_id = (SELECT id FROM streams WHERE name = ?)"
+    " AND e.version >= ? AND e.version <= ? ORDER BY e.version {order} LIMIT ?"
+)
+_READ_STREAM = {False: _STREAM_SQL.format(order="ASC"), True: _STREAM_SQL.format(order="DESC")}
+_EMPTY_APPEND = (
+    "SELECT coalesce((SELECT version FROM streams WHERE name = ?), 0),"
+    " coalesce((SELECT max(position) FROM events), 0)"
+)
+_NO_TOP = 2**62
+
+
+class SQLiteStore(EventStore):
+    """The embedded default event store: one SQLite file in WAL mode.
+
+    Appends from any number of concurrent callers are group-committed by one
+    writer task: each batch is ONE ``BEGIN IMMEDIATE`` transaction with a
+    constant number of statements, and each append resolves only after its
+    COMMIT. An append that conflicts (``ConcurrencyError``) or repeats a
+    command id (``DuplicateCommand``) fails alone; the rest of its batch
+    commits. Reads use their own connections and never wait behind the writer.
+    Several processes may share the file (``busy_timeout``); versions are read
+    inside the write transaction, so cross-process races surface as
+    ``ConcurrencyError``. Use it as ``async with SQLiteStore(path) as store:``
+    (``open`` and ``aclose`` enter and exit the writer's task group, so they
+    must run in the same task).
+
+    Args:
+        path: The database file (created with its schema when missing).
+        durability: ``Durability.FULL`` (default: survives power loss) or
+            ``Durability.NORMAL`` (survives a process crash; faster).
+        max_event_bytes: Largest encoded event (data + metadata) accepted.
+        busy_timeout: Seconds to wait for another connection's lock before
+            failing with ``StoreUnavailable``.
+        readers: Number of read connections.
+        max_batch_appends: Most appends committed in one transaction.
+        max_batch_events: Most events committed in one transaction (a single
+            larger append still commits alone).
+        cache_kib: SQLite page cache of the write connection, in KiB (each
+            read connection gets a quarter of it).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        durability: Durability = Durability.FULL,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        busy_timeout: float = 5.0,
+        readers: int = 2,
+        max_batch_appends: int = 2000,
+        max_batch_events: int = 20_000,
+        cache_kib: int = 65536,
+    ) -> None:
+        super().__init__()
+        if not isinstance(durability, Durability):
+            raise TypeError(f"durability must be a Durability, not {durability!r}")
+        if type(max_event_bytes) is not int or max_event_bytes < 1:
+            raise ValueError(f"max_event_bytes must be a positive int, not {max_event_bytes!r}")
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
+        self._path = Path(path)
+        self._durability = durability
+        self._max_event_bytes = max_event_bytes
+        self._busy_timeout = busy_timeout
+        self._n_readers = max(1, readers)
+        self._max_batch_appends = max_batch_appends
+        self._max_batch_events = max_batch_events
+        self._cache_kib = cache_kib
+        self._writer: GroupCommitWriter | None = None
+        self._state = "new"  # new -> open -> closing -> closed
+        self._stack: AsyncExitStack | None = None
+        self._writer_conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._reader_turn = 0
+        self._idle_consumers: list[aiosqlite.Connection] = []
+        self._consumers: set[aiosqlite.Connection] = set()
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create or migrate the schema, open connections and start the writer task.
+
+        Raises:
+            StoreUnavailable: the file cannot be opened, or its schema is newer
+                than this code supports.
+        """
+        if self._state != "new":
+            raise StoreClosed("an SQLiteStore can be opened only once")
+        self._state = "open"
+        stack = AsyncExitStack()
+        try:
+            stack.push_async_callback(self._close_connections)
+            # One dedicated thread owns the writer connection for its lifetime.
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+            loop = asyncio.get_running_loop()
+            with anyio.CancelScope(shield=True):  # never leak a half-opened connection
+                writer_conn = await loop.run_in_executor(self._executor, self._open_writer)
+            self._writer_conn = writer_conn
+            for _ in range(self._n_readers):
+                self._readers.append(await self._connect())
+            self._writer = GroupCommitWriter(
+                writer_conn,
+                self._executor,
+                busy_timeout=self._busy_timeout,
+                max_batch_appends=self._max_batch_appends,
+                max_batch_events=self._max_batch_events,
+                listeners=self._commit_listeners,
+                announce=self._announce,
+            )
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(self._writer.run)
+        except BaseException as exc:
+            self._state = "closed"
+            await stack.aclose()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(f"cannot open SQLite store {self._path}: {exc}") from exc
+            raise
+        self._stack = stack
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = connect_sync(self._path, self._busy_timeout)
+        try:
+            configure(conn, self._durability, self._cache_kib)
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
+        try:
+            await conn.execute(f"PRAGMA synchronous={self._durability.value}")
+            await conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 4}")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def aclose(self) -> None:
+        """Commit every pending append, stop the writer and close all connections."""
+        if self._state in ("closing", "closed", "new"):
+            self._state = "closed" if self._state == "new" else self._state
+            return
+        self._state = "closing"
+        if self._writer is not None:
+            self._writer.close()
+        try:
+            # Not shielded here: the task group must exit in the cancel scope
+            # it was entered in. Its exit waits for the writer to drain the
+            # queue; a batch in flight is shielded inside the writer.
+            if self._stack is not None:
+                await self._stack.aclose()
+        finally:
+            self._state = "closed"
+            if self._writer is not None:  # leftovers only when aclose was cancelled
+                self._writer.fail_pending("the store closed before this append")
+
+    async def _close_connections(self) -> None:
+        # Shielded: closing always releases the connections and their threads.
+        with anyio.CancelScope(shield=True):
+            conns = [*self._readers, *self._idle_consumers, *self._consumers]
+            self._readers.clear()
+            self._idle_consumers.clear()
+            self._consumers.clear()
+            for conn in conns:
+                await conn.close()
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                writer, self._writer_conn = self._writer_conn, None
+                if writer is not None:
+                    await asyncio.get_running_loop().run_in_executor(executor, writer.close)
+                executor.shutdown(wait=False)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise StoreClosed(f"the SQLite store {self._path} is {self._state}")
+
+    # -- writing ------------------------------------------------------------
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion,
+        *,
+        command_id: str | None = None,
+        reply: Any = None,
+    ) -> AppendResult:
+        """Append events atomically through the group-commit writer (see EventStore)."""
+        self._check_open()
+        validate_stream(stream)
+        if expected_version is ANY:
+            expected = ANY_VERSION
+        elif type(expected_version) is int and expected_version >= 0:
+            expected = expected_version
+        else:
+            raise TypeError(
+                f"expected_version must be an int >= 0 or ANY, not {expected_version!r}"
+            )
+        if command_id is not None:
+            if not isinstance(command_id, str):
+                raise TypeError(f"command_id must be a str or None, not {command_id!r}")
+            _check_text(command_id, "command id")
+        if not events:
+            rows = await self._fetch(_EMPTY_APPEND, (stream,))
+            version, head = rows[0]
+            return AppendResult(stream, version, range(head + 1, head + 1))
+        # Encode in the caller's task: bad input fails alone, nothing queued.
+        encoded = encode_events(events, self._max_event_bytes)
+        for e in encoded:
+            _check_text(e.type, "event type")
+            _check_text(e.event_id, "event id")
+        reply_bytes = encode_value(reply, "command reply") if command_id is not None else b"null"
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        assert self._writer is not None
+        self._writer.submit(
+            AppendRequest(stream, encoded, expected, command_id, reply_bytes, future)
+        )
+        # Cancelling this await cancels only the future: the writer still
+        # commits (or drops, if it had not taken it yet) the whole append.
+        return await future
+
+    # -- reading ------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        self._check_open()
+        conn = self._readers[self._reader_turn % len(self._readers)]
+        self._reader_turn += 1
+        try:
+            return list(await conn.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a lone surrogate in a name or id
+            raise SerializationError(f"cannot send {params!r} to SQLite: {exc}") from exc
+
+    async def _write_aux(self, sql: str, params: Sequence[Any]) -> None:
+        """Run one autocommit write (snapshot, checkpoint) on the writer's thread.
+
+        Sharing the writer's connection and thread (between batches) means our
+        own writes never wait on each other's lock through sqlite's sleeping
+        busy handler; other processes are waited for up to busy_timeout.
+        """
+        self._check_open()
+        assert self._executor is not None
+        assert self._writer_conn is not None
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._writer_conn.execute, sql, params
+        )
+        try:
+            # Shielded: the thread runs the statement regardless, so the
+            # caller always learns its outcome.
+            with anyio.CancelScope(shield=True):
+                await future
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Read a stream's events (see EventStore.read_stream)."""
+        validate_stream(stream)
+        if limit is not None and limit <= 0:
+            return []
+        top = _NO_TOP if to_version is None else to_version
+        rows = await self._fetch(
+            _READ_STREAM[backwards], (stream, from_version, top, -1 if limit is None else limit)
+        )
+        return decode_rows(rows, stream)
+
+    async def read_all(
+        self,
+        after: int = 0,
+        limit: int = DEFAULT_PAGE_SIZE,
+        *,
+        types: Collection[str] | None = None,
+        categories: Collection[str] | None = None,
+    ) -> list[RecordedEvent]:
+        """Read events after a position, optionally filtered (see EventStore.read_all)."""
+        if limit <= 0:
+            return []
+        # CROSS JOIN keeps events as the outer loop: a scan in position order
+        # (SQLite never reorders the tables of a CROSS JOIN).
+        sql = (
+            "SELECT e.position, s.name, e.version, e.type, e.data, e.metadata,"
+            " e.schema_version, e.event_id, e.recorded_at"
+            " FROM events e CROSS JOIN streams s ON s.id = e.stream_id WHERE e.position > ?"
+        )
+        params: list[Any] = [after]
+        if types is not None:
+            sql += " AND e.type IN (SELECT value FROM json_each(?))"
+            params.append(orjson.dumps(list(types)).decode())
+        if categories is not None:
+            sql += " AND s.category IN (SELECT value FROM json_each(?))"
+            params.append(orjson.dumps(list(categories)).decode())
+        sql += " ORDER BY e.position LIMIT ?"
+        params.append(limit)
+        return decode_rows(await self._fetch(sql, params), None)
+
+    async def head(self) -> int:
+        """The last committed global position (0 when the log is empty)."""
+        rows = await self._fetch("SELECT max(position) FROM events", ())
+        return int(rows[0][0] or 0)
+
+    async def stream_version(self, stream: str) -> int:
+        """A stream's current version (0 when missing), from the streams table."""
+        validate_stream(stream)
+        rows = await self._fetch("SELECT version FROM streams WHERE name = ?", (stream,))
+        return int(rows[0][0]) if rows else 0
+
+    async def find_command(self, command_id: str) -> CommandRecord | None:
+        """The recorded outcome of a command id, or None."""
+        rows = await self._fetch(
+            "SELECT command_id, stream, version, first_position, last_position, reply"
+            " FROM commands WHERE command_id = ?",
+            (command_id,),
+        )
+        return command_record(rows[0]) if rows else None
+
+    # -- snapshots ----------------------------------------------------------
+
+    async def save_snapshot(
+        self, stream: str, version: int, state: Any, schema_version: int = 1
+    ) -> None:
+        """Save a snapshot; the same (stream, version) overwrites (see EventStore)."""
+        validate_stream(stream)
+        if type(version) is not int or version < 0:
+            raise TypeError(f"snapshot version must be an int >= 0, not {version!r}")
+        data = encode_value(state, f"snapshot state of {stream!r}")
+        await self._write_aux(
+            "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, version) DO UPDATE"
+            " SET state = excluded.state, schema_version = excluded.schema_version,"
+            " recorded_at = excluded.recorded_at",
+            (stream, version, data, schema_version, time.time_ns() // 1000),
+        )
+
+    async def load_snapshot(self, stream: str, max_version: int | None = None) -> Snapshot | None:
+        """The latest snapshot at or below ``max_version`` (see EventStore).
+
+        Raises:
+            CorruptSnapshot: the stored state is not valid JSON.
+        """
+        validate_stream(stream)
+        rows = await self._fetch(
+            "SELECT version, state, schema_version, recorded_at FROM snapshots"
+            " WHERE stream = ? AND version <= ? ORDER BY version DESC LIMIT 1",
+            (stream, _NO_TOP if max_version is None else max_version),
+        )
+        if not rows:
+            return None
+        version, raw, schema_version, at = rows[0]
+        try:
+            state = orjson.loads(raw)
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            raise CorruptSnapshot(f"snapshot of {stream!r} at version {version}: {exc}") from exc
+        return Snapshot(stream, version, state, schema_version, from_micros(at))
+
+    # -- consumers ----------------------------------------------------------
+
+    async def get_checkpoint(self, name: str) -> int:
+        """A consumer's checkpoint (0 when new)."""
+        rows = await self._fetch(CHECKPOINT_SQL, (name,))
+        return int(rows[0][0]) if rows else 0
+
+    async def set_checkpoint(self, name: str, position: int) -> None:
+        """Move a checkpoint forward; a position at or below it is ignored."""
+        _check_position(position)
+        await self._write_aux(SET_CHECKPOINT_SQL, (name, position))
+
+    async def reset_checkpoint(self, name: str, position: int = 0) -> None:
+        """Set a checkpoint to ``position``, backwards too."""
+        _check_position(position)
+        await self._write_aux(
+            "INSERT INTO checkpoints (name, position) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+            (name, position),
+        )
+
+    def open_consumer_transaction(
+        self, name: str
+    ) -> AbstractAsyncContextManager[ConsumerTransaction]:
+        """A ``BEGIN IMMEDIATE`` transaction on a dedicated connection to this file.
+
+        Its ``.connection`` is an ``aiosqlite.Connection``; the block commits
+        the read-model changes and the checkpoint together, or rolls both back.
+        The block holds the file's write lock (SQLite has one writer at a
+        time), so keep it short and never await an append to this store
+        inside it: the writer would wait for the lock until ``busy_timeout``.
+        """
+        return self._consumer(name)
+
+    @asynccontextmanager
+    async def _consumer(self, name: str) -> AsyncIterator[ConsumerTransaction]:
+        self._check_open()
+        conn = self._idle_consumers.pop() if self._idle_consumers else await self._connect()
+        self._consumers.add(conn)
+        reusable = False
+        try:
+            async with consumer_transaction(conn, name) as txn:
+                yield txn
+            reusable = True
+        finally:
+            self._consumers.discard(conn)
+            # After any error the connection may still have a BEGIN or
+            # ROLLBACK queued on its thread (a cancelled aiosqlite call still
+            # runs): close it rather than hand it to the next consumer.
+            if reusable and self._state == "open" and not conn.in_transaction:
+                self._idle_consumers.append(conn)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
+
+    # -- operations ---------------------------------------------------------
+
+    def statistics(self) -> StoreStatistics:
+        """An immutable snapshot of the writer's counters (zeros before open)."""
+        return self._writer.statistics() if self._writer is not None else StoreStatistics()
+
+
+def _check_text(value: str, what: str) -> None:
+    # A lone surrogate cannot be bound (UTF-8): caught here, in the caller's
+    # task, it fails this append alone instead of the writer's whole batch.
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise SerializationError(f"{what} {value!r} is not valid Unicode: {exc}") from exc
+
+
+def _check_position(position: int) -> None:
+    if type(position) is not int or position < 0:
+        raise TypeError(f"checkpoint position must be an int >= 0, not {position!r}")

@@ -1,0 +1,93 @@
+"""Consumer transactions (read model + checkpoint) for :class:`SQLiteStore`."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiosqlite
+import anyio
+
+from stores._base import ConsumerTransaction
+from stores._errors import StoreUnavailable
+
+__all__ = [
+    "CHECKPOINT_SQL",
+    "SET_CHECKPOINT_SQL",
+    "SQLiteConsumerTransaction",
+    "consumer_transaction",
+]
+
+CHECKPOINT_SQL = "SELECT position FROM checkpoints WHERE name = ?"
+SET_CHECKPOINT_SQL = (
+    "INSERT INTO checkpoints (name, position) VALUES (?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)"
+)
+
+
+class SQLiteConsumerTransaction(ConsumerTransaction):
+    """A ``BEGIN IMMEDIATE`` transaction on a dedicated connection to the store's file."""
+
+    def __init__(self, connection: aiosqlite.Connection, name: str, checkpoint: int) -> None:
+        self._connection = connection
+        self._name = name
+        self._checkpoint = checkpoint
+
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The ``aiosqlite.Connection``, inside the open transaction."""
+        return self._connection
+
+    @property
+    def checkpoint(self) -> int:
+        """The consumer's checkpoint as read inside this transaction (and moved by it)."""
+        return self._checkpoint
+
+    async def set_checkpoint(self, position: int) -> None:
+        """Move the checkpoint forward to ``position`` inside this transaction.
+
+        A position at or below the current checkpoint is ignored.
+        """
+        if position <= self._checkpoint:
+            return
+        try:
+            await self._connection.execute(SET_CHECKPOINT_SQL, (self._name, position))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite checkpoint write failed: {exc}") from exc
+        self._checkpoint = position
+
+
+@asynccontextmanager
+async def consumer_transaction(
+    conn: aiosqlite.Connection, name: str
+) -> AsyncIterator[SQLiteConsumerTransaction]:
+    """Run a consumer transaction on ``conn``: commit on success, roll back on error."""
+    try:
+        # IMMEDIATE takes the write lock now, so the checkpoint read below
+        # cannot go stale before COMMIT (https://www.sqlite.org/lang_transaction.html).
+        await conn.execute("BEGIN IMMEDIATE")
+        rows = list(await conn.execute_fetchall(CHECKPOINT_SQL, (name,)))
+    except sqlite3.Error as exc:
+        with anyio.CancelScope(shield=True):
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+        raise StoreUnavailable(f"SQLite consumer transaction failed to start: {exc}") from exc
+    txn = SQLiteConsumerTransaction(conn, name, rows[0][0] if rows else 0)
+    try:
+        yield txn
+    except BaseException:
+        # A cancelled aiosqlite call still runs on its thread: shield the
+        # rollback so the connection is never handed back mid-transaction.
+        with anyio.CancelScope(shield=True):
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+        raise
+    try:
+        with anyio.CancelScope(shield=True):
+            await conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with anyio.CancelScope(shield=True):
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+        raise StoreUnavailable(f"SQLite consumer transaction failed to commit: {exc}") from exc
