@@ -1,0 +1,77 @@
+"""Facts about the machine and settings of a run, recorded beside its figures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench._context import Context, durability_label
+
+__all__ = ["describe", "postgres_settings"]
+
+_PACKAGES = ("actorsourcing", "aiosqlite", "orjson", "anyio", "asyncpg", "eventsourcing")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit(root: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def describe(ctx: Context, repeat: int) -> dict[str, Any]:
+    """The run's metadata: versions, CPUs, load, date, sizes mode, durability, directory."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": ctx.mode,
+        "repeat": repeat,
+        "store": ctx.store,
+        "durability": durability_label(ctx.store),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average": [round(x, 2) for x in load] if load else None,
+        "directory": str(ctx.workdir),
+        "git_commit": _git_commit(Path(__file__).resolve().parent.parent),
+        "packages": {name: _version(name) for name in _PACKAGES},
+    }
+
+
+async def postgres_settings(dsn: str) -> dict[str, Any]:
+    """Server version and the settings that decide commit durability."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {
+            name: await conn.fetchval(f"SHOW {name}")
+            for name in ("server_version", "synchronous_commit", "fsync", "wal_sync_method")
+        }
+    finally:
+        await conn.close()

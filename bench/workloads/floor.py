@@ -1,0 +1,76 @@
+"""``floor`` (``--floor``): what the disk and plain sqlite3 allow, measured in this run.
+
+* fsync: N write+fsync pairs of 4 KiB in the scratch directory (a commit at
+  synchronous=FULL costs at least one of these).
+* sqlite3: the event rows a store run wrote (10,000 interleaved streams),
+  inserted by plain ``executemany`` into a copy of the store's schema in large
+  transactions, at WAL + synchronous=FULL.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from bench._context import Context, Workload, new_store
+from bench._measure import LatencyRecorder, NotAvailable, RunOutput, Sample
+from bench.workloads import _rawsqlite
+from bench.workloads.append import _appenders
+
+__all__ = ["WORKLOAD"]
+
+SIZES = {
+    "smoke": {"fsyncs": 10, "rows": 200, "streams": 40, "txn_sizes": [100]},
+    "quick": {"fsyncs": 200, "rows": 20_000, "streams": 10_000, "txn_sizes": [1_000, 10_000]},
+    "full": {"fsyncs": 1_000, "rows": 200_000, "streams": 10_000, "txn_sizes": [1_000, 10_000]},
+}
+
+
+async def run(ctx: Context) -> RunOutput:
+    """One run: fsync rate, then plain sqlite3 inserts at each transaction size."""
+    sizes = ctx.sizes(SIZES)
+    out = RunOutput()
+    fsyncs = LatencyRecorder()
+    fsyncs.extend(_rawsqlite.fsync_times(ctx.workdir, sizes["fsyncs"]))
+    pct = fsyncs.summary((50, 99))
+    params = {"fsyncs": sizes["fsyncs"]}
+    out.samples += [
+        Sample("fsync rate", len(fsyncs.values) / sum(fsyncs.values), "fsyncs/s", params=params),
+        Sample("fsync p50", pct["p50"], "ms", params=params),
+        Sample("fsync p99", pct["p99"], "ms", params=params),
+    ]
+    try:
+        async with new_store(ctx, "floor", kind="sqlite") as (store, source):
+            async with store:
+                await _appenders(
+                    store, min(1_000, sizes["streams"]), sizes["rows"], sizes["streams"], ctx
+                )
+            assert source is not None
+            rows = _rawsqlite.read_rows(source)
+            for per_txn in sizes["txn_sizes"]:
+                with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
+                    conn = _rawsqlite.copy_schema(source, Path(tmp) / "floor.db")
+                    try:
+                        seconds = _rawsqlite.insert_rows(conn, "events", rows, per_txn)
+                    finally:
+                        conn.close()
+                out.samples.append(
+                    Sample(
+                        f"sqlite3 executemany, {per_txn:,} rows/txn",
+                        len(rows) / seconds,
+                        "rows/s",
+                        params={"rows": len(rows), "rows_per_txn": per_txn},
+                    )
+                )
+    except NotAvailable as exc:
+        out.info["sqlite3 floor"] = str(exc)
+    return out
+
+
+WORKLOAD = Workload(
+    name="floor",
+    summary="physical floor: fsync rate and plain sqlite3 executemany in large transactions",
+    run=run,
+    sizes=SIZES,
+    stores=("sqlite",),
+)

@@ -1,0 +1,264 @@
+"""The benchmark harness in smoke mode: correctness of its output, never its timings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from bench._cli import main
+from bench._context import MODES, Context, Workload
+from bench._measure import NotAvailable, RunOutput, Sample, collect, percentile
+from bench._progress import PlainProgress
+from bench._report import render_plain
+from bench._run import run_workload
+from bench.workloads import SUITE, WORKLOADS
+
+# Cases every workload must report in smoke mode, with their units.
+EXPECTED = {
+    "append": {
+        "c=1 throughput": "events/s",
+        "c=1 append p50": "ms",
+        "c=1 append p99": "ms",
+        "c=1 mean batch": "appends/txn",
+        "c=4 throughput": "events/s",
+    },
+    "write": {"c=1 throughput": "commands/s", "c=4 ask p50": "ms", "c=4 ask p99": "ms"},
+    "latency": {
+        "ask p50": "ms",
+        "ask p95": "ms",
+        "ask p99": "ms",
+        "ask max": "ms",
+        "achieved load": "commands/s",
+    },
+    "activate": {"200 events, no snapshot": "ms", "snapshot + 9 events": "ms"},
+    "memory": {"per idle actor (runtime)": "bytes", "Account state alone": "bytes"},
+    "floor": {"fsync rate": "fsyncs/s", "sqlite3 executemany, 100 rows/txn": "rows/s"},
+    "eventsourcing": {
+        "deposits: ours c=1 | theirs": "commands/s",
+        "deposits: ours c=1 | theirs cached": "commands/s",
+        "cold load 200 events": "ms",
+        "cold load snapshot + 9": "ms",
+        "follower over 25 events (theirs; ours: read side pending)": "events/s",
+    },
+}
+READ_SIDE = ("rebuild", "lag")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One smoke run of every workload (suite + floor + comparison), with JSON and report."""
+    root = tmp_path_factory.mktemp("bench")
+    scratch = root / "scratch"
+    scratch.mkdir()
+    argv = ["--smoke", "--quiet", "--floor", "--compare", "eventsourcing"]
+    argv += [
+        "--json",
+        str(root / "out.json"),
+        "--report",
+        str(root / "report"),
+        "--dir",
+        str(scratch),
+    ]
+    status = main(argv)
+    return {
+        "status": status,
+        "root": root,
+        "scratch": scratch,
+        "doc": json.loads((root / "out.json").read_text()),
+    }
+
+
+def _results(smoke_run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["workload"]: r for r in smoke_run["doc"]["results"]}
+
+
+def test_percentile_interpolates_linearly() -> None:
+    """Percentiles use the linear (numpy default) definition."""
+    values = [1.0, 2.0, 3.0, 4.0]
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 50) == 2.5
+    assert percentile(values, 100) == 4.0
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_collect_gives_median_spread_and_per_run_ratios() -> None:
+    """Figures hold every repeat; ratios are taken within each run, then summarised."""
+    runs = [
+        RunOutput([Sample("x", v, "ops/s", ref=r, ref_kind="floor")])
+        for v, r in ((10, 20), (30, 40), (20, 80))
+    ]
+    (fig,) = collect("w", {}, runs).figures
+    assert fig.stat.median == 20
+    assert (fig.stat.low, fig.stat.high) == (10, 30)
+    assert fig.ratio_stat is not None
+    assert fig.ratio_stat.median == 0.5  # ratios 0.5, 0.75, 0.25
+    assert (fig.ratio_stat.low, fig.ratio_stat.high) == (0.25, 0.75)
+
+
+def test_collect_rejects_a_case_missing_from_a_run() -> None:
+    """A case measured in some runs only is an error, not a silently short median."""
+    runs = [RunOutput([Sample("x", 1, "ms")]), RunOutput([Sample("y", 1, "ms")])]
+    with pytest.raises(ValueError, match="once per run"):
+        collect("w", {}, runs)
+
+
+def test_every_workload_has_sizes_for_every_mode() -> None:
+    """smoke, quick and full sizes exist for each registered workload."""
+    for workload in WORKLOADS.values():
+        assert set(workload.sizes) == set(MODES), workload.name
+
+
+def test_unknown_workload_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown workload name exits with status 2 and names the choices."""
+    with pytest.raises(SystemExit) as exc:
+        main(["no-such-workload"])
+    assert exc.value.code == 2
+    assert "append" in capsys.readouterr().err
+
+
+def test_not_available_inside_a_task_group_is_reported(tmp_path: Path) -> None:
+    """A workload whose dependency is missing reports 'not available', not a failure."""
+
+    async def run(ctx: Context) -> RunOutput:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_missing)
+        return RunOutput()
+
+    async def _missing() -> None:
+        raise NotAvailable("stores.Thing not landed")
+
+    wl = Workload("fake", "a fake", run, {m: {} for m in MODES})
+    ctx = Context("smoke", "sqlite", "", tmp_path, PlainProgress(quiet=True))
+    result = anyio.run(run_workload, ctx, wl, 1)
+    assert (result.status, result.reason) == ("not available", "stores.Thing not landed")
+
+
+def test_smoke_run_exits_zero_and_cleans_its_scratch_dir(smoke_run: dict[str, Any]) -> None:
+    """Nothing failed, and the scratch directory is removed afterwards."""
+    assert smoke_run["status"] == 0
+    assert list(smoke_run["scratch"].iterdir()) == []
+
+
+def test_json_records_the_run_settings(smoke_run: dict[str, Any]) -> None:
+    """The JSON names durability, versions, CPU count, date, mode and repeats."""
+    meta = smoke_run["doc"]["meta"]
+    for key in ("durability", "python", "sqlite", "cpu_count", "date", "mode", "repeat"):
+        assert meta[key], key
+    assert meta["mode"] == "smoke"
+    assert meta["repeat"] == 1
+    assert "synchronous=FULL" in meta["durability"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_workload_reports_expected_cases_and_units(smoke_run: dict[str, Any], name: str) -> None:
+    """Each workload ran, with the expected cases in the expected units and its sizes."""
+    result = _results(smoke_run)[name]
+    assert result["status"] == "ok", result["reason"]
+    got = {f["case"]: f for f in result["figures"]}
+    for case, unit in EXPECTED[name].items():
+        assert got[case]["unit"] == unit, case
+        assert got[case]["samples"]
+        assert got[case]["min"] <= got[case]["median"] <= got[case]["max"]
+    assert {k: v for k, v in result["sizes"].items() if k != "store"} == dict(
+        WORKLOADS[name].sizes["smoke"]
+    )
+
+
+def test_append_reports_the_raw_floor_and_ratio(smoke_run: dict[str, Any]) -> None:
+    """Append throughput carries the sqlite3 floor of the same run and the ratio."""
+    figs = {f["case"]: f for f in _results(smoke_run)["append"]["figures"]}
+    for case in ("c=1 throughput", "c=4 throughput"):
+        assert figs[case]["reference"]["kind"] == "floor"
+        assert figs[case]["ratio"]["median"] > 0
+        assert figs[case]["params"]["events"] in (10, 40)
+
+
+def test_comparison_puts_theirs_beside_ours(smoke_run: dict[str, Any]) -> None:
+    """The eventsourcing rows carry their figure as the reference and the ratio."""
+    figs = {f["case"]: f for f in _results(smoke_run)["eventsourcing"]["figures"]}
+    row = figs["deposits: ours c=1 | theirs"]
+    assert row["reference"]["kind"] == "theirs"
+    assert row["ratio"]["median"] > 0
+
+
+@pytest.mark.parametrize("name", READ_SIDE)
+def test_read_side_workloads_say_why_they_did_not_run(smoke_run: dict[str, Any], name: str) -> None:
+    """rebuild/lag report 'not available' with a reason (until the read side lands)."""
+    result = _results(smoke_run)[name]
+    if result["status"] == "ok":
+        pytest.skip(f"{name} runs now: its cases need pinning in EXPECTED")
+    assert result["status"] == "not available"
+    assert result["reason"]
+
+
+def test_report_has_markdown_and_plots(smoke_run: dict[str, Any]) -> None:
+    """--report writes report.md and the throughput and latency PNGs it links."""
+    report = smoke_run["root"] / "report"
+    text = (report / "report.md").read_text()
+    for png in ("throughput.png", "latency.png"):
+        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({png})" in text
+
+
+def test_plain_table_lists_every_workload(smoke_run: dict[str, Any]) -> None:
+    """The plain table has one aligned header and a row for every workload run."""
+    from bench._measure import Figure, WorkloadResult
+
+    results = [
+        WorkloadResult(
+            r["workload"],
+            r["status"],
+            r["sizes"],
+            reason=r["reason"],
+            figures=[
+                Figure(r["workload"], f["case"], f["unit"], tuple(f["samples"]), {})
+                for f in r["figures"]
+            ],
+        )
+        for r in smoke_run["doc"]["results"]
+    ]
+    lines = render_plain(results).splitlines()
+    assert lines[0].split()[:3] == ["workload", "case", "median"]
+    for name in (*SUITE, "floor", "eventsourcing"):
+        assert any(line.startswith(name) for line in lines[1:]), name
+
+
+def test_memory_store_runs_the_store_workloads(tmp_path: Path) -> None:
+    """--store memory runs append and write on the in-memory backend."""
+    out = tmp_path / "m.json"
+    argv = ["--smoke", "--quiet", "--store", "memory", "--dir", str(tmp_path), "--json", str(out)]
+    assert main([*argv, "append", "write"]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["sizes"]["store"] for r in doc["results"]] == ["memory", "memory"]
+    assert all(r["status"] == "ok" for r in doc["results"])
+
+
+@pytest.mark.postgres
+def test_postgres_store_runs_append_and_drops_its_schema(tmp_path: Path) -> None:
+    """--store postgres runs append in a throwaway schema that is gone afterwards."""
+    from tests import pg
+
+    anyio.run(pg.require_server)
+    out = tmp_path / "p.json"
+    argv = ["--smoke", "--quiet", "--store", "postgres", "--dsn", pg.DSN]
+    assert main([*argv, "--dir", str(tmp_path), "--json", str(out), "append"]) == 0
+    assert json.loads(out.read_text())["results"][0]["status"] == "ok"
+
+    async def leftover() -> list[Any]:
+        import asyncpg
+
+        conn = await asyncpg.connect(pg.DSN)
+        try:
+            # Schemas are named bench_<pid>_...: only this process's count.
+            pattern = f"bench\\_{os.getpid()}\\_%"
+            sql = "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1"
+            return list(await conn.fetch(sql, pattern))
+        finally:
+            await conn.close()
+
+    assert anyio.run(leftover) == []
