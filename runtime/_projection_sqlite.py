@@ -1,0 +1,240 @@
+"""The SQLite read-model projector: exactly-once, in a database file of its own."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from runtime._projection_errors import ProjectionConfigError
+from runtime._projection_sqlite_file import (
+    SQLiteBatchHandler,
+    SQLiteFile,
+    SQLiteHandler,
+    current_generation,
+    generation_path,
+    open_read_model,
+    remove_generation,
+    write_generation,
+)
+from runtime._projection_types import FailurePolicy, ParkedEvent
+from runtime._projector import Projector
+from runtime._projector_sink import Sink
+from stores import EventStore, RecordedEvent
+
+__all__ = ["SQLiteProjector"]
+
+T = TypeVar("T")
+
+
+def _unused(conn: sqlite3.Connection, event: RecordedEvent) -> None:
+    raise AssertionError("only the batch handler is used")
+
+
+class _SQLiteSink(Sink):
+    """Drives a :class:`SQLiteFile` from async code, one worker-thread call at a time."""
+
+    def __init__(self, file: SQLiteFile) -> None:
+        self.file = file
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        # A cancelled to_thread call keeps running on its thread; shielding
+        # makes the caller wait for the COMMIT/ROLLBACK and learn its outcome.
+        with anyio.CancelScope(shield=True):
+            result = await anyio.to_thread.run_sync(fn, *args)
+        return result
+
+    async def checkpoint(self) -> int:
+        return await self._call(self.file.checkpoint)
+
+    async def apply(self, events: Sequence[RecordedEvent], position: int) -> None:
+        await self._call(self.file.apply, events, position)
+
+    async def save(self, position: int) -> None:
+        await self._call(self.file.save, position)
+
+    async def reset(self, position: int) -> None:
+        await self._call(self.file.save, position)
+
+    async def park(self, event: RecordedEvent, error: BaseException, attempts: int) -> None:
+        await self._call(self.file.park, event, error, attempts)
+
+    async def parked(self) -> list[ParkedEvent]:
+        return await self._call(self.file.parked)
+
+    async def retry_parked(self, event: RecordedEvent, attempts: int) -> bool:
+        return await self._call(self.file.retry_parked, event, attempts)
+
+    async def aclose(self) -> None:
+        await self._call(self.file.close)
+
+
+class SQLiteProjector(Projector):
+    """A projector whose read model is a SQLite database file of its own: exactly once.
+
+    Each batch of events runs through ``handler`` inside ONE SQLite
+    transaction that also writes the projector's checkpoint (a table in the
+    same file), so after any crash the read model and the checkpoint agree
+    and every event's effect is applied exactly once (DESIGN.md guarantee 6).
+    The file is separate from the event log, so projector transactions
+    never hold the log's write lock and never slow the writer.
+
+    The handler is synchronous and runs in a worker thread: it writes with
+    ``conn.execute`` and must not commit, roll back or begin transactions.
+
+    Args:
+        name: The projector's name (also names its files).
+        directory: Where the read-model files live (created if missing).
+        schema: SQL creating the read model's tables; run once per new file.
+        handler: ``handler(conn, event)`` applies one event.
+        batch_handler: ``batch_handler(conn, events)`` applies a batch in
+            order; faster for read models that can fold a batch first (sums
+            per key). Used instead of ``handler`` when given; when a batch
+            fails it is tried event by event to find the failing one.
+        types: Only events of these type names (None: all).
+        categories: Only events of these stream categories (None: all).
+        policy: STOP or PARK once an event failed ``max_attempts`` times.
+        **options: ``max_attempts``, ``retry_backoff``, ``max_backoff``,
+            ``batch_size``, ``checkpoint_interval`` (see :class:`Projector`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        directory: Path | str,
+        *,
+        schema: str,
+        handler: SQLiteHandler | None = None,
+        batch_handler: SQLiteBatchHandler | None = None,
+        types: Collection[str] | None = None,
+        categories: Collection[str] | None = None,
+        policy: FailurePolicy = FailurePolicy.STOP,
+        **options: Any,
+    ) -> None:
+        super().__init__(name, types=types, categories=categories, policy=policy, **options)
+        if not isinstance(schema, str):
+            raise ProjectionConfigError("schema must be a str of SQL")
+        if handler is None and batch_handler is None:
+            raise ProjectionConfigError("give a handler(conn, event) or a batch_handler")
+        for fn in (handler, batch_handler):
+            if fn is not None and not callable(fn):
+                raise ProjectionConfigError(f"handlers must be callable, not {fn!r}")
+        self.directory = Path(directory)
+        self.schema = schema
+        self.handler = handler
+        self.batch_handler = batch_handler
+        self._generation = 0
+        self._query_conn: sqlite3.Connection | None = None
+        self._query_generation = -1
+        self._query_lock: anyio.Lock | None = None
+
+    @property
+    def generation(self) -> int:
+        """The live generation number (bumped by each rebuild or reset to 0)."""
+        return self._generation
+
+    @property
+    def path(self) -> Path:
+        """The live read model's database file."""
+        return generation_path(self.directory, self.name, self._generation)
+
+    def _new_file(self, generation: int, *, synchronous: str = "NORMAL") -> SQLiteFile:
+        return SQLiteFile(
+            generation_path(self.directory, self.name, generation),
+            self.name,
+            self.schema,
+            self.handler or _unused,
+            batch_handler=self.batch_handler,
+            synchronous=synchronous,
+        )
+
+    def _prepare(self) -> SQLiteFile:
+        """Blocking: find (or create) the live generation and open it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        generation = current_generation(self.directory, self.name)
+        if generation is None:
+            generation = 1
+            file = self._new_file(generation)
+            remove_generation(file.path)  # a leftover of a crash before the pointer
+            file.open()
+            write_generation(self.directory, self.name, generation)
+        else:
+            file = self._new_file(generation)
+            file.open()
+        # Other generations are leftovers: an interrupted rebuild, or an old
+        # file a crash kept us from deleting after a swap.
+        for path in self.directory.glob(f"{self.name}.*.sqlite"):
+            if path.name.removeprefix(f"{self.name}.").removesuffix(".sqlite") != str(generation):
+                remove_generation(path)
+        self._generation = generation
+        return file
+
+    async def _open_sink(self, store: EventStore, runtime: Any) -> Sink:
+        file = await anyio.to_thread.run_sync(self._prepare)
+        return _SQLiteSink(file)
+
+    async def _reset_sink(self, sink: Sink, position: int) -> Sink:
+        if position != 0:
+            await sink.reset(position)
+            return sink
+        # Back to nothing: an empty new generation replaces the live one.
+        fresh = self._new_file(self._generation + 1)
+        await anyio.to_thread.run_sync(remove_generation, fresh.path)
+        await anyio.to_thread.run_sync(fresh.open)
+        return await self._swap(sink, fresh)
+
+    async def _swap(self, sink: Sink, fresh: SQLiteFile) -> Sink:
+        """Make ``fresh`` the live generation (the caller holds the projector's lock)."""
+        assert isinstance(sink, _SQLiteSink)
+        old = sink.file
+        generation = int(fresh.path.name.removeprefix(f"{self.name}.").removesuffix(".sqlite"))
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(write_generation, self.directory, self.name, generation)
+            self._generation = generation
+            await self._drop_query_connection()
+            await anyio.to_thread.run_sync(old.close)
+            # Readers holding the old file keep reading it: POSIX unlink frees
+            # it only once the last open descriptor is closed.
+            await anyio.to_thread.run_sync(remove_generation, old.path)
+        return _SQLiteSink(fresh)
+
+    async def _drop_query_connection(self) -> None:
+        if self._query_lock is None:
+            self._query_lock = anyio.Lock()
+        async with self._query_lock:
+            if self._query_conn is not None:
+                self._query_conn.close()
+                self._query_conn = None
+
+    async def query(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on a read-only connection to the live read model.
+
+        ``fn`` runs in a worker thread; queries of one projector run one at a
+        time on a shared connection, which follows swaps (rebuilds).
+
+        Raises:
+            ProjectionError: the read model has not been created yet.
+        """
+        if self._query_lock is None:
+            self._query_lock = anyio.Lock()
+        async with self._query_lock:
+            # The running projector knows its generation; a reader without it
+            # (another process, or before start) reads the pointer file.
+            generation: int | None = self._generation
+            if not generation:
+                generation = await anyio.to_thread.run_sync(
+                    current_generation, self.directory, self.name
+                )
+            if self._query_conn is None or generation != self._query_generation:
+                if self._query_conn is not None:
+                    self._query_conn.close()
+                self._query_conn = await anyio.to_thread.run_sync(
+                    open_read_model, self.directory, self.name
+                )
+                self._query_generation = generation if generation is not None else -1
+            conn = self._query_conn
+            return await anyio.to_thread.run_sync(fn, conn)
