@@ -185,7 +185,7 @@ class MemoryStore(EventStore):
         self._appends += 1
         self._events += len(recorded)
         self._announce(recorded)
-        return AppendResult(stream, version, positions)
+        return AppendResult(stream, version, positions, recorded_at)
 
     # -- reading -----------------------------------------------------------
 

@@ -50,10 +50,13 @@ _STREAM_SQL = (
     " AND e.version >= ? AND e.version <= ? ORDER BY e.version {order} LIMIT ?"
 )
 _READ_STREAM = {False: _STREAM_SQL.format(order="ASC"), True: _STREAM_SQL.format(order="DESC")}
-_EMPTY_APPEND = (
-    "SELECT coalesce((SELECT version FROM streams WHERE name = ?), 0),"
-    " coalesce((SELECT max(position) FROM events), 0)"
+# A stream's version is the top of its events in the (stream_id, version)
+# index (schema version 2 keeps no version column in streams).
+_VERSION_OF = (
+    "coalesce((SELECT max(version) FROM events"
+    " WHERE stream_id = (SELECT id FROM streams WHERE name = ?)), 0)"
 )
+_EMPTY_APPEND = f"SELECT {_VERSION_OF}, coalesce((SELECT max(position) FROM events), 0)"
 _NO_TOP = 2**62
 
 
@@ -62,7 +65,8 @@ class SQLiteStore(EventStore):
 
     Appends from any number of concurrent callers are group-committed by one
     writer task: each batch is ONE ``BEGIN IMMEDIATE`` transaction with a
-    constant number of statements, and each append resolves only after its
+    few statements (their number does not grow with the number of appends),
+    and each append resolves only after its
     COMMIT. An append that conflicts (``ConcurrencyError``) or repeats a
     command id (``DuplicateCommand``) fails alone; the rest of its batch
     commits. Reads use their own connections and never wait behind the writer.
@@ -242,12 +246,13 @@ class SQLiteStore(EventStore):
         reply: Any = None,
     ) -> AppendResult:
         """Append events atomically through the group-commit writer (see EventStore)."""
-        self._check_open()
+        if self._state != "open":
+            self._check_open()
         validate_stream(stream)
-        if expected_version is ANY:
-            expected = ANY_VERSION
-        elif type(expected_version) is int and expected_version >= 0:
+        if type(expected_version) is int and expected_version >= 0:
             expected = expected_version
+        elif expected_version is ANY:
+            expected = ANY_VERSION
         else:
             raise TypeError(
                 f"expected_version must be an int >= 0 or ANY, not {expected_version!r}"
@@ -263,14 +268,16 @@ class SQLiteStore(EventStore):
         # Encode in the caller's task: bad input fails alone, nothing queued.
         encoded = encode_events(events, self._max_event_bytes)
         for e in encoded:
-            _check_text(e.type, "event type")
-            _check_text(e.event_id, "event id")
+            # str.isascii() is O(1) (CPython caches it): most names skip the check.
+            if not e.type.isascii():
+                _check_text(e.type, "event type")
+            if not e.event_id.isascii():
+                _check_text(e.event_id, "event id")
         reply_bytes = encode_value(reply, "command reply") if command_id is not None else b"null"
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        assert self._writer is not None
-        self._writer.submit(
-            AppendRequest(stream, encoded, expected, command_id, reply_bytes, future)
-        )
+        writer = self._writer
+        assert writer is not None
+        future: asyncio.Future[AppendResult] = writer.loop.create_future()
+        writer.submit(AppendRequest(stream, encoded, expected, command_id, reply_bytes, future))
         # Cancelling this await cancels only the future: the writer still
         # commits (or drops, if it had not taken it yet) the whole append.
         return await future
@@ -363,10 +370,10 @@ class SQLiteStore(EventStore):
         return int(rows[0][0] or 0)
 
     async def stream_version(self, stream: str) -> int:
-        """A stream's current version (0 when missing), from the streams table."""
+        """A stream's current version (0 when missing): one index seek."""
         validate_stream(stream)
-        rows = await self._fetch("SELECT version FROM streams WHERE name = ?", (stream,))
-        return int(rows[0][0]) if rows else 0
+        rows = await self._fetch(f"SELECT {_VERSION_OF}", (stream,))
+        return int(rows[0][0])
 
     async def find_command(self, command_id: str) -> CommandRecord | None:
         """The recorded outcome of a command id, or None."""

@@ -2,23 +2,28 @@
 
 :func:`write_batch` is plain synchronous code the store's writer task runs on
 a worker thread in ONE hop per batch: ``BEGIN IMMEDIATE``, one statement for
-the head and the highest stream id, one for the versions of every stream in
-the batch, one for already recorded command ids, three ``executemany`` calls
-and ``COMMIT``. The number of statements is constant per batch, whatever
-the number of appends in it.
+the head, the highest stream id and the versions of every stream in the
+batch, one for already recorded command ids (only when the batch carries
+some), multi-row INSERTs for new streams (only when there are some) and for
+the events, an ``executemany`` for command ids (only when there are some) and
+``COMMIT``. The number of statements does not grow with the number of
+appends, only with the log of the number of rows (see ``_insert_chunked``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from stores._codec import EncodedEvent
 from stores._errors import ConcurrencyError, DuplicateCommand, StoreError, StoreUnavailable
+from stores._sqlite_rows import from_micros
 from stores._types import AppendResult, CommandRecord, category_of
 
 __all__ = ["ANY_VERSION", "AppendRequest", "is_busy", "write_batch"]
@@ -26,27 +31,101 @@ __all__ = ["ANY_VERSION", "AppendRequest", "is_busy", "write_batch"]
 ANY_VERSION = -1
 """``expected`` of a request that skips the version check (``ANY``)."""
 
-_HEAD = "SELECT (SELECT max(position) FROM events), (SELECT max(id) FROM streams)"
-# json_each binds the whole name list as ONE parameter, so the statement text
-# is the same for every batch (one cached prepared statement) and there is no
-# bound-variable limit to split around.
-# The versions come back as ONE JSON document (json_group_array): a single
-# sqlite3_step, instead of one step (and one GIL release and re-take by the
-# sqlite3 module) per row.
-_VERSIONS = (
-    "SELECT json_group_array(json_array(name, id, version)) FROM streams"
-    " WHERE name IN (SELECT value FROM json_each(?))"
+# ONE statement (one sqlite3_step, so one GIL release and re-take by the
+# sqlite3 module) reads the head, the highest stream id and the id and
+# version of every stream in the batch. json_each binds the whole name list as
+# ONE parameter, so the statement text is the same for every batch (one cached
+# prepared statement) and there is no bound-variable limit to split around;
+# the names, ids and versions come back as three JSON arrays in one row, so
+# no Python object is built per stream beyond the two dicts. A stream's
+# version is the top of its events in the (stream_id, version) index: one
+# index seek (https://www.sqlite.org/optoverview.html#minmax).
+_STATE = (
+    "SELECT (SELECT max(position) FROM events), (SELECT max(id) FROM streams),"
+    " json_group_array(s.name), json_group_array(s.id),"
+    " json_group_array(coalesce("
+    "(SELECT max(e.version) FROM events e WHERE e.stream_id = s.id), 0))"
+    " FROM streams s WHERE s.name IN (SELECT value FROM json_each(?))"
 )
 _COMMANDS = (
     "SELECT command_id, stream, version, first_position, last_position, reply"
     " FROM commands WHERE command_id IN (SELECT value FROM json_each(?))"
 )
-_UPSERT_STREAM = (
-    "INSERT INTO streams (id, name, category, version) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (id) DO UPDATE SET version = excluded.version"
-)
-_INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_COMMAND = "INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?)"
+
+# Rows go in with multi-row INSERT ... VALUES statements, not executemany:
+# executemany steps once per row, and the sqlite3 module releases and
+# re-takes the GIL around every step, which costs CPU and, whenever the event
+# loop's thread holds the GIL, waiting for it. The statements come in
+# power-of-two sizes up to 512 rows (largest first), so n rows take at most
+# n // 512 + 9 statements, and the texts stay few: each is prepared once and then served
+# from the connection's statement cache (128 entries by default). The
+# largest size keeps the bound variables within the library's limit
+# (32,766 since SQLite 3.32, 999 before:
+# https://www.sqlite.org/limits.html#max_variable_number).
+_EVENT_COLS = 9
+_STREAM_COLS = 3
+
+
+def _chunk_sizes(width: int) -> tuple[int, ...]:
+    probe = sqlite3.connect(":memory:")
+    try:
+        limit = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    finally:
+        probe.close()
+    largest = 512
+    while largest > 1 and largest * width > limit:
+        largest //= 2
+    return tuple(1 << i for i in range(largest.bit_length() - 1, -1, -1))
+
+
+def _statements(head: str, width: int) -> list[tuple[int, str]]:
+    row = "(" + ", ".join(["?"] * width) + ")"
+    return [(n, head + ",".join([row] * n)) for n in _chunk_sizes(width)]
+
+
+_INSERT_EVENTS = _statements("INSERT INTO events VALUES ", _EVENT_COLS)
+_INSERT_STREAMS = _statements("INSERT INTO streams (id, name, category) VALUES ", _STREAM_COLS)
+
+
+def _insert_chunked(
+    conn: sqlite3.Connection, statements: list[tuple[int, str]], width: int, flat: list[Any]
+) -> None:
+    """Insert the rows laid end to end in ``flat`` (``width`` values each)."""
+    start = 0
+    left = len(flat) // width
+    for size, sql in statements:
+        while left >= size:
+            step = size * width
+            conn.execute(sql, flat[start : start + step])
+            start += step
+            left -= size
+
+
+_new_result = object.__new__
+# A frozen dataclass's __init__ sets each field through object.__setattr__;
+# the slots' own descriptors do the same in about half the time, which counts
+# on the writer thread (it holds the GIL meanwhile).
+if [f.name for f in dataclasses.fields(AppendResult)] != [
+    "stream",
+    "version",
+    "positions",
+    "recorded_at",
+]:  # pragma: no cover - guards the fast constructor below against a new field
+    raise RuntimeError("AppendResult's fields changed: update _append_result")
+_set_stream = AppendResult.__dict__["stream"].__set__
+_set_version = AppendResult.__dict__["version"].__set__
+_set_positions = AppendResult.__dict__["positions"].__set__
+_set_recorded_at = AppendResult.__dict__["recorded_at"].__set__
+
+
+def _append_result(stream: str, version: int, positions: range, at: datetime) -> AppendResult:
+    result: AppendResult = _new_result(AppendResult)
+    _set_stream(result, stream)
+    _set_version(result, version)
+    _set_positions(result, positions)
+    _set_recorded_at(result, at)
+    return result
 
 
 class AppendRequest:
@@ -103,44 +182,50 @@ def _attempt(conn: sqlite3.Connection, batch: list[AppendRequest]) -> int | None
         # Stamped once the write lock is ours, so recorded_at follows
         # position order (as far as the wall clock does).
         now_us = time.time_ns() // 1000
+        at = from_micros(now_us)
         # Read the head and versions INSIDE the write transaction: another
         # process may have written since our last batch.
-        head, max_id = conn.execute(_HEAD).fetchone()
+        names = {r.stream: None for r in batch}
+        head, max_id, found_names, found_ids, found_versions = conn.execute(
+            _STATE, (_json_text(list(names)),)
+        ).fetchone()
         position = head or 0
         next_id = max_id or 0
-        names = list(dict.fromkeys(r.stream for r in batch))
-        (found,) = conn.execute(_VERSIONS, (_json_text(names),)).fetchone()
-        known: dict[str, list[int]] = {
-            name: [sid, version] for name, sid, version in orjson.loads(found)
-        }
+        loads = orjson.loads
+        found = loads(found_names)
+        ids: dict[str, int] = dict(zip(found, loads(found_ids), strict=True))
+        # Updated as the batch's appends are decided: a later append to the
+        # same stream in this batch sees the version after the earlier one.
+        versions: dict[str, int] = dict(zip(found, loads(found_versions), strict=True))
         command_ids = [r.command_id for r in batch if r.command_id is not None]
         recorded: dict[str, CommandRecord] = {}
         if command_ids:
             for row in conn.execute(_COMMANDS, (_json_text(command_ids),)):
                 recorded[row[0]] = command_record(row)
-        touched: dict[str, list[int]] = {}
-        event_rows: list[tuple[Any, ...]] = []
+        new_streams: list[Any] = []
+        event_values: list[Any] = []
+        add_values = event_values.extend
         command_rows: list[tuple[Any, ...]] = []
         for req in batch:
             cid = req.command_id
             if cid is not None and cid in recorded:
                 req.outcome = DuplicateCommand(cid, recorded[cid])
                 continue
-            entry = known.get(req.stream)
-            current = entry[1] if entry is not None else 0
-            if req.expected != ANY_VERSION and req.expected != current:
-                req.outcome = ConcurrencyError(req.stream, req.expected, current)
+            stream = req.stream
+            version = versions.get(stream, 0)
+            if req.expected != version and req.expected != ANY_VERSION:
+                req.outcome = ConcurrencyError(stream, req.expected, version)
                 continue
-            if entry is None:
+            sid = ids.get(stream)
+            if sid is None:
                 next_id += 1
-                entry = known[req.stream] = [next_id, 0]
-            sid = entry[0]
+                sid = ids[stream] = next_id
+                new_streams += (sid, stream, category_of(stream))
             first = position + 1
-            version = current
             for ev in req.events:
                 position += 1
                 version += 1
-                event_rows.append(
+                add_values(
                     (
                         position,
                         sid,
@@ -153,24 +238,20 @@ def _attempt(conn: sqlite3.Connection, batch: list[AppendRequest]) -> int | None
                         now_us,
                     )
                 )
-            # Later appends to the same stream in this batch see this version.
-            entry[1] = version
-            touched[req.stream] = entry
+            versions[stream] = version
             positions = range(first, position + 1)
-            req.outcome = AppendResult(req.stream, version, positions)
+            req.outcome = _append_result(stream, version, positions, at)
             if cid is not None:
-                command_rows.append((cid, req.stream, version, first, position, req.reply))
+                command_rows.append((cid, stream, version, first, position, req.reply))
                 recorded[cid] = CommandRecord(
-                    cid, req.stream, version, positions, orjson.loads(req.reply)
+                    cid, stream, version, positions, orjson.loads(req.reply)
                 )
-        if not event_rows:
+        if not event_values:
             conn.execute("ROLLBACK")
             return None
-        conn.executemany(
-            _UPSERT_STREAM,
-            [(e[0], name, category_of(name), e[1]) for name, e in touched.items()],
-        )
-        conn.executemany(_INSERT_EVENT, event_rows)
+        if new_streams:
+            _insert_chunked(conn, _INSERT_STREAMS, _STREAM_COLS, new_streams)
+        _insert_chunked(conn, _INSERT_EVENTS, _EVENT_COLS, event_values)
         if command_rows:
             conn.executemany(_INSERT_COMMAND, command_rows)
         conn.execute("COMMIT")

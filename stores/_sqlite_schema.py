@@ -82,7 +82,22 @@ CREATE TABLE checkpoints (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [_V1]
+# Version 2: a stream's version is no longer kept in ``streams``; it is the
+# top of its events in the (stream_id, version) index, found by one index seek
+# (SQLite's min/max optimisation, https://www.sqlite.org/optoverview.html#minmax).
+# Updating a ``streams`` row per append dirtied, at 500 appends over 10k
+# streams, nearly every page of that table in every batch: about as many WAL
+# pages (written and fsynced at each COMMIT) as the events themselves.
+# ``streams`` is now insert-only (name -> id). The category index served no
+# query (read_all scans events and looks streams up by id) and cost a b-tree
+# insert per new stream. DROP COLUMN needs SQLite >= 3.35
+# (https://www.sqlite.org/lang_altertable.html#altertabdropcol).
+_V2 = """
+ALTER TABLE streams DROP COLUMN version;
+DROP INDEX streams_category;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 """Forward migration scripts; script ``i`` takes the schema from version ``i`` to ``i + 1``.
 
 The schema version lives in ``PRAGMA user_version`` (0 for a new file).

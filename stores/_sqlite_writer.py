@@ -1,10 +1,12 @@
 """The group-commit writer of :class:`SQLiteStore`: one task, one thread, one connection.
 
 Callers put encoded appends on a deque and await a plain asyncio future (an
-anyio stream costs ~5 us a message, DESIGN.md). One long-lived task takes
-everything queued into a batch and hands it to :func:`write_batch` on a
-dedicated thread that owns the write connection: one thread hop and one
-transaction per batch, however many appends it holds.
+anyio stream costs ~5 us a message, DESIGN.md). Batches go to
+:func:`write_batch` on a dedicated thread that owns the write connection: one
+thread hop and one transaction per batch, however many appends it holds. A
+long-lived task starts the pipeline when it is idle; from then on each batch's
+completion (ONE ``call_soon_threadsafe`` per batch) starts the next batch and
+resolves the finished one's futures.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import orjson
 
 from stores._errors import ConcurrencyError, StoreClosed, StoreUnavailable
 from stores._sqlite_batch import AppendRequest, write_batch
-from stores._sqlite_rows import from_micros
+from stores._sqlite_rows import from_micros, recorded_event
 from stores._types import AppendResult, RecordedEvent, StoreStatistics
 
 __all__ = ["GroupCommitWriter"]
@@ -49,9 +51,15 @@ class GroupCommitWriter:
         self._max_events = max(1, max_batch_events)
         self._listeners = listeners  # the store's live list: checked per batch
         self._announce = announce
+        # The event loop the writer runs on: callers create their futures here.
+        self.loop = asyncio.get_running_loop()
         self._pending: deque[AppendRequest] = deque()
         self._wake = asyncio.Event()
         self._closing = False
+        self._stopped = False  # run() has returned: no batch may start any more
+        self._inflight = False  # a batch is on the writer thread
+        self._idle = asyncio.Event()  # set while no batch is on the thread
+        self._idle.set()
         self._appends = self._events = self._batches = self._conflicts = self._max_batch = 0
         self._batch_sizes: dict[int, int] = {}
 
@@ -93,6 +101,12 @@ class GroupCommitWriter:
         try:
             await self._loop()
         finally:
+            # A batch on the thread commits or fails as a whole (a cancelled
+            # await would not stop the thread anyway), and its callers still
+            # hear the outcome: wait for it, shielded.
+            self._stopped = True
+            with anyio.CancelScope(shield=True):
+                await self._idle.wait()
             # Normally empty here. If the writer failed (a bug) or was
             # cancelled, no caller may wait forever for an answer.
             self._closing = True
@@ -102,59 +116,92 @@ class GroupCommitWriter:
         """Pop the next batch off the queue, up to ``limit`` appends and the event cap."""
         pending = self._pending
         batch: list[AppendRequest] = []
+        add = batch.append
+        take = pending.popleft
         n_events = 0
-        while pending and len(batch) < limit:
+        cap = self._max_events
+        while pending and limit:
             req = pending[0]
-            if batch and n_events + len(req.events) > self._max_events:
+            n = len(req.events)
+            if n_events + n > cap and batch:
                 break
-            pending.popleft()
+            take()
             # A caller cancelled before its append reached a batch: drop it
             # (absent, never half-written).
             if not req.future.done():
-                batch.append(req)
-                n_events += len(req.events)
+                add(req)
+                n_events += n
+                limit -= 1
         return batch
 
-    def _start(self, batch: list[AppendRequest]) -> asyncio.Future[int | None]:
-        """Hand a batch to the writer thread; the returned future holds its outcome."""
-        return asyncio.get_running_loop().run_in_executor(
-            self._executor, write_batch, self._conn, batch, self._busy_timeout
-        )
+    def _start(self, batch: list[AppendRequest]) -> None:
+        """Hand a batch to the writer thread; :meth:`_done` gets its outcome."""
+        try:
+            self._executor.submit(self._run_batch, batch)
+        except RuntimeError as exc:  # the executor was shut down: nothing will run
+            for req in batch:
+                if not req.future.done():
+                    req.future.set_exception(StoreClosed(f"the store's writer stopped: {exc}"))
+            return
+        self._inflight = True
+        self._idle.clear()
+
+    def _run_batch(self, batch: list[AppendRequest]) -> None:
+        """On the writer thread: commit the batch, then hand the outcome to the loop."""
+        outcome: int | Exception | None = None
+        try:
+            outcome = write_batch(self._conn, batch, self._busy_timeout)
+        except Exception as exc:
+            outcome = exc
+        except BaseException as exc:  # never seen on a worker thread; still answer
+            outcome = StoreUnavailable(f"the SQLite writer thread stopped: {exc!r}")
+            raise
+        finally:
+            # One thread-safe call per batch straight to _done: no executor
+            # future to chain and no writer-task wake-up in between, so
+            # callers resume one event-loop iteration sooner.
+            self.loop.call_soon_threadsafe(self._done, batch, outcome)
+
+    def _done(self, batch: list[AppendRequest], outcome: int | Exception | None) -> None:
+        """On the loop: start the next batch at once, then resolve this one.
+
+        A two-stage pipeline: as soon as batch N is committed, batch N+1 (the
+        appends that queued meanwhile) goes to the writer thread, and only
+        then are N's callers resumed, so their next appends are encoded on
+        the event loop while N+1 commits on the other core.
+        """
+        try:
+            following = self._take_batch(self._max_appends) if not self._stopped else []
+            if following:
+                self._start(following)
+            else:
+                self._inflight = False
+                self._idle.set()
+                if self._pending or self._closing:
+                    self._wake.set()  # the writer task takes over (or finishes)
+        finally:
+            self._finish(batch, outcome)
 
     async def _loop(self) -> None:
-        # A two-stage pipeline: as soon as batch N is committed, batch N+1
-        # (the appends that queued meanwhile) goes to the writer thread, and
-        # only then are N's callers resumed, so their next appends are encoded
-        # on the event loop while N+1 commits on the other core.
-        inflight: tuple[list[AppendRequest], asyncio.Future[int | None]] | None = None
         while True:
-            if inflight is None:
-                # Pipeline empty: a crowd that queued while we were idle is
-                # split in two, so its second half commits while the first
-                # half's callers prepare their next appends.
-                queued = len(self._pending)
-                limit = (queued + 1) // 2 if queued >= _SPLIT_AT else queued
-                batch = self._take_batch(min(limit, self._max_appends))
-                if not batch:
-                    if self._closing and not self._pending:
-                        return
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                inflight = (batch, self._start(batch))
-            batch, future = inflight
-            outcome: int | Exception | None
-            # Shielded: once a batch is on the thread it commits or fails as a
-            # whole (a cancelled await would not stop the thread anyway), and
-            # every caller still waiting hears the outcome.
-            with anyio.CancelScope(shield=True):
-                try:
-                    outcome = await future
-                except Exception as exc:
-                    outcome = exc
-            following = self._take_batch(self._max_appends)
-            inflight = (following, self._start(following)) if following else None
-            self._finish(batch, outcome)
+            if self._inflight:
+                # Each batch's completion starts the next one (see _done);
+                # this task only starts the pipeline when it ran dry.
+                await self._idle.wait()
+                continue
+            # Pipeline empty: a crowd that queued while we were idle is split
+            # in two, so its second half commits while the first half's
+            # callers prepare their next appends.
+            queued = len(self._pending)
+            limit = (queued + 1) // 2 if queued >= _SPLIT_AT else queued
+            batch = self._take_batch(min(limit, self._max_appends))
+            if batch:
+                self._start(batch)
+                continue
+            if self._closing and not self._pending:
+                return
+            self._wake.clear()
+            await self._wake.wait()
 
     def _finish(self, batch: list[AppendRequest], outcome: int | Exception | None) -> None:
         """Count, announce and resolve a batch the writer thread has finished."""
@@ -168,34 +215,35 @@ class GroupCommitWriter:
                     err.__cause__ = cause
                     req.future.set_exception(err)
             return
-        committed: list[AppendRequest] = []
-        for req in batch:
-            if isinstance(req.outcome, AppendResult):
-                committed.append(req)
-            elif isinstance(req.outcome, ConcurrencyError):
-                self._conflicts += 1
         if outcome is not None:
+            committed = [req for req in batch if type(req.outcome) is AppendResult]
             n = len(committed)
             self._batches += 1
             self._appends += n
-            self._events += sum(len(r.events) for r in committed)
+            self._events += sum([len(r.events) for r in committed])
             self._max_batch = max(self._max_batch, n)
             bucket = 1 << (n.bit_length() - 1)  # powers of two: 1, 2-3 -> 2, 4-7 -> 4 ...
             self._batch_sizes[bucket] = self._batch_sizes.get(bucket, 0) + 1
             if self._listeners:  # build RecordedEvents only for someone
                 self._announce(recorded_events(committed, outcome))
         for req in batch:
-            if not req.future.done():
-                if isinstance(req.outcome, AppendResult):
-                    req.future.set_result(req.outcome)
-                elif req.outcome is not None:
-                    req.future.set_exception(req.outcome)
+            result = req.outcome
+            future = req.future
+            if isinstance(result, AppendResult):
+                if not future.done():
+                    future.set_result(result)
+            elif result is not None:
+                if isinstance(result, ConcurrencyError):
+                    self._conflicts += 1
+                if not future.done():
+                    future.set_exception(result)
 
 
 def recorded_events(committed: list[AppendRequest], at_us: int) -> list[RecordedEvent]:
     """A committed batch's events as RecordedEvents, in position order."""
     loads = orjson.loads
     at = from_micros(at_us)
+    empty = b"{}"  # most events carry no metadata: skip the decoder for them
     out: list[RecordedEvent] = []
     for req in committed:
         result = req.outcome
@@ -204,13 +252,13 @@ def recorded_events(committed: list[AppendRequest], at_us: int) -> list[Recorded
         for position, ev in zip(result.positions, req.events, strict=True):
             version += 1
             out.append(
-                RecordedEvent(
+                recorded_event(
                     position,
                     req.stream,
                     version,
                     ev.type,
                     loads(ev.data),
-                    loads(ev.metadata),
+                    loads(ev.metadata) if ev.metadata != empty else {},
                     ev.schema_version,
                     ev.event_id,
                     at,

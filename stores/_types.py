@@ -102,11 +102,15 @@ class AppendResult:
         version: The stream's version after the append.
         positions: The global positions assigned, in order (contiguous; empty
             for an empty append).
+        recorded_at: The commit timestamp (UTC) the events were stored with,
+            equal to their ``RecordedEvent.recorded_at``; ``None`` for an
+            empty append (nothing was recorded).
     """
 
     stream: str
     version: int
     positions: range
+    recorded_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

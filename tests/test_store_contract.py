@@ -333,6 +333,25 @@ async def test_recorded_at_is_aware_utc(store: EventStore) -> None:
     assert event.recorded_at.utcoffset() == timedelta(0)
 
 
+async def test_append_result_carries_the_events_recorded_at(store: EventStore) -> None:
+    """AppendResult.recorded_at is the commit timestamp its events are read back with."""
+    first = await store.append("Account-1", [ev(n=1), ev(n=2)], 0)
+    second = await store.append("Account-2", [ev(n=3)], 0)
+    events = await store.read_all()
+    assert first.recorded_at is not None
+    assert second.recorded_at is not None
+    assert first.recorded_at.utcoffset() == timedelta(0)
+    assert [e.recorded_at for e in events] == [first.recorded_at] * 2 + [second.recorded_at]
+    assert first.recorded_at <= second.recorded_at
+
+
+async def test_empty_append_result_has_no_recorded_at(store: EventStore) -> None:
+    """An empty append recorded nothing, so its AppendResult.recorded_at is None."""
+    await store.append("Account-1", [ev()], 0)
+    result = await store.append("Account-1", [], ANY)
+    assert result.recorded_at is None
+
+
 async def test_schema_version_and_type_are_stored(store: EventStore) -> None:
     """Each event keeps its type name and schema version."""
     await store.append("Account-1", [NewEvent("A.V3", {}, schema_version=3), ev("A.V1")], 0)

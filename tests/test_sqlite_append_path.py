@@ -1,0 +1,211 @@
+"""SQLiteStore's append path: batch statements, schema version 2, event id pool."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import sqlite3
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from stores import (
+    AppendResult,
+    ConcurrencyError,
+    NewEvent,
+    RecordedEvent,
+    SQLiteStore,
+    StoreClosed,
+)
+from stores import _codec as codec
+from stores import _sqlite_batch as batch_module
+from stores import _sqlite_schema as schema
+
+
+def ev(**data: Any) -> NewEvent:
+    """A test event carrying ``data``."""
+    return NewEvent("Test.Happened", data)
+
+
+def _v1_file(path: Path) -> None:
+    """Write a schema-version-1 file holding stream Acc-1 at version 2 (two events)."""
+    with sqlite3.connect(path) as conn:
+        for statement in schema.MIGRATIONS[0].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO streams VALUES (1, 'Acc-1', 'Acc', 2)")
+        for version in (1, 2):
+            conn.execute(
+                "INSERT INTO events VALUES (?, 1, ?, 'Test.Happened', ?, '{}', 1, ?, 0)",
+                (version, version, f'{{"v":{version}}}'.encode(), f"id-{version}"),
+            )
+        conn.execute("PRAGMA user_version=1")
+
+
+@pytest.mark.anyio
+async def test_version_1_file_migrates_and_keeps_stream_versions(tmp_path: Path) -> None:
+    """A version-1 file opens at version 2: versions come from the events, checks still hold."""
+    path = tmp_path / "events.db"
+    _v1_file(path)
+    async with SQLiteStore(path) as store:
+        assert await store.stream_version("Acc-1") == 2
+        with pytest.raises(ConcurrencyError) as info:
+            await store.append("Acc-1", [ev(v=3)], 1)
+        assert info.value.actual == 2
+        result = await store.append("Acc-1", [ev(v=3)], 2)
+        assert (result.version, result.positions) == (3, range(3, 4))
+        assert [e.data for e in await store.read_stream("Acc-1")] == [{"v": 1}, {"v": 2}, {"v": 3}]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(streams)")]
+        indexes = [row[1] for row in conn.execute("PRAGMA index_list(streams)")]
+    assert columns == ["id", "name", "category"]
+    assert "streams_category" not in indexes
+
+
+@pytest.mark.anyio
+async def test_one_batch_with_rows_crossing_every_insert_chunk_size(tmp_path: Path) -> None:
+    """Appends whose rows cross the multi-row INSERT sizes all commit, in order, intact."""
+    # 1,100 rows in one append: more than one of each statement size (512 + ... + 1 = 1,023).
+    sizes = [1, 15, 16, 17, 127, 128, 129, 145, 300, 1100] + [1] * 150  # 150 more new streams
+    async with SQLiteStore(tmp_path / "events.db") as store:
+        results: dict[int, Any] = {}
+
+        async def append(i: int, n: int) -> None:
+            results[i] = await store.append(f"Big-{i}", [ev(i=i, k=k) for k in range(n)], 0)
+
+        async with anyio.create_task_group() as tg:
+            for i, n in enumerate(sizes):
+                tg.start_soon(append, i, n)
+        assert store.statistics().batches < len(sizes)  # group-committed, not one by one
+        everything = await store.read_all(limit=10_000)
+        assert [e.position for e in everything] == list(range(1, sum(sizes) + 1))
+        for i, n in enumerate(sizes):
+            events = await store.read_stream(f"Big-{i}")
+            assert [e.version for e in events] == list(range(1, n + 1))
+            assert [e.data for e in events] == [{"i": i, "k": k} for k in range(n)]
+            assert [e.position for e in events] == list(results[i].positions)
+            assert results[i].version == n
+            assert await store.stream_version(f"Big-{i}") == n
+
+
+@pytest.mark.anyio
+async def test_appends_to_one_stream_in_one_batch_see_each_other(tmp_path: Path) -> None:
+    """A later append to a stream in the same batch is checked against the earlier one."""
+    async with SQLiteStore(tmp_path / "events.db") as store:
+        outcomes: list[Any] = []
+
+        async def append(expected: int) -> None:
+            try:
+                outcomes.append((await store.append("Acc-1", [ev(e=expected)], expected)).version)
+            except ConcurrencyError as exc:
+                outcomes.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for expected in (0, 1, 1, 2):  # queued in this order, one batch
+                tg.start_soon(append, expected)
+        assert outcomes[:2] == [1, 2]
+        assert isinstance(outcomes[2], ConcurrencyError)
+        assert outcomes[2].actual == 2
+        assert outcomes[3] == 3
+        assert await store.stream_version("Acc-1") == 3
+
+
+def _child_id(queue: Any) -> None:
+    """Send the first event id a forked child draws."""
+    queue.put(codec.new_event_id())
+
+
+def test_forked_child_never_repeats_the_parents_pooled_ids() -> None:
+    """A forked child drops the inherited id pool, so its ids differ from the parent's."""
+    codec.new_event_id()  # the pool now holds ids the child would inherit
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns about fork() with threads running; none are needed here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = ctx.Process(target=_child_id, args=(queue,))
+        child.start()
+    child_id = queue.get(timeout=30)
+    child.join(30)
+    parent_ids = [codec.new_event_id() for _ in range(codec._ID_BATCH)]
+    assert child_id not in parent_ids
+
+
+@pytest.mark.anyio
+async def test_read_and_announced_events_are_plain_frozen_recorded_events(tmp_path: Path) -> None:
+    """Events read back and handed to commit listeners equal RecordedEvent(...) and stay frozen."""
+    announced: list[RecordedEvent] = []
+    async with SQLiteStore(tmp_path / "events.db") as store:
+        store.add_commit_listener(announced.extend)
+        result = await store.append("Acc-1", [NewEvent("T.A", {"a": 1}, {"m": 2}, 3, "eid-1")], 0)
+        (read,) = await store.read_stream("Acc-1")
+        (read_all,) = await store.read_all()
+    assert result.recorded_at is not None
+    expected = RecordedEvent(
+        1, "Acc-1", 1, "T.A", {"a": 1}, {"m": 2}, 3, "eid-1", result.recorded_at
+    )
+    assert announced == [expected]
+    assert read == expected
+    assert read_all == expected
+    assert read.category == "Acc"
+    for event in (announced[0], read, read_all):
+        assert type(event) is RecordedEvent
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            event.version = 2  # type: ignore[misc]
+
+
+@pytest.mark.anyio
+async def test_cancelled_close_commits_the_batch_in_flight_and_fails_the_queue(
+    tmp_path: Path,
+) -> None:
+    """Cancelling aclose: the batch on the writer thread commits; appends queued behind it fail."""
+    path = tmp_path / "events.db"
+    store = SQLiteStore(path, busy_timeout=10.0)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    outcomes: dict[str, Any] = {}
+
+    async def append(stream: str) -> None:
+        try:
+            outcomes[stream] = (await store.append(stream, [ev()], 0)).version
+        except StoreClosed as exc:
+            outcomes[stream] = exc
+
+    async def release_later() -> None:
+        await anyio.sleep(0.2)
+        blocker.execute("COMMIT")
+
+    async with anyio.create_task_group() as tg:
+        # open and aclose nest inside the task group and the cancel scope
+        # (the store's own task group is entered by open, exited by aclose).
+        with anyio.CancelScope() as scope:
+            await store.open()
+            blocker.execute("BEGIN IMMEDIATE")  # the writer's next batch waits for this lock
+            tg.start_soon(append, "Acc-1")
+            while not store._writer or not store._writer._inflight:  # noqa: ASYNC110 - polls a private flag, no event to wait on
+                await anyio.sleep(0.005)
+            tg.start_soon(append, "Acc-2")  # queued behind the batch on the thread
+            await anyio.sleep(0.01)
+            tg.start_soon(release_later)
+            scope.deadline = anyio.current_time() + 0.05
+            await store.aclose()
+        assert scope.cancelled_caught
+    blocker.close()
+    assert outcomes["Acc-1"] == 1
+    assert isinstance(outcomes["Acc-2"], StoreClosed)
+    async with SQLiteStore(path) as reopened:
+        assert [e.stream for e in await reopened.read_all()] == ["Acc-1"]
+
+
+def test_fast_append_result_equals_the_dataclass_and_stays_frozen() -> None:
+    """The writer's fast AppendResult constructor sets every field and keeps it frozen."""
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    fast = batch_module._append_result("Acc-1", 3, range(5, 8), at)
+    assert fast == AppendResult("Acc-1", 3, range(5, 8), at)
+    assert type(fast) is AppendResult
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.version = 4  # type: ignore[misc]
