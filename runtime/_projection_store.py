@@ -127,7 +127,13 @@ class _StoreSink(Sink):
         with anyio.CancelScope(shield=True):
             try:
                 async with self.store.open_consumer_transaction(self.name) as tx:
+                    # The checkpoint read under the transaction's lock is the
+                    # truth: another copy of this projector (another process)
+                    # may have applied some of these events since we read them.
+                    done = tx.checkpoint
                     for index, event in enumerate(events):
+                        if event.position <= done:
+                            continue
                         try:
                             await handler(tx.connection, event)
                         except Exception as exc:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -331,11 +330,11 @@ class PostgresStore(EventStore):
     def _empty_append_sql(self) -> str:
         return f"SELECT coalesce(({self._sql.stream_version}), 0), ({self._sql.head})"
 
-    def _on_commit(self, plan: Plan, at: datetime) -> None:
+    def _on_commit(self, plan: Plan) -> None:
         assert self._watcher is not None
         self._watcher.saw_head(plan.head)
         if self._commit_listeners:  # build RecordedEvents only for a listener
-            self._announce(plan.recorded(at))
+            self._announce(plan.recorded())
 
     # -- reading -----------------------------------------------------------
 
@@ -397,6 +396,8 @@ class PostgresStore(EventStore):
 
         Woken by LISTEN/NOTIFY; re-reads the head every ``poll_interval``
         as a safety net for a missed notification (e.g. while reconnecting).
+        While the LISTEN connection is up, repeated short waits (the event
+        bus's pattern) run no query in between.
 
         Returns:
             The head: greater than ``after``, unless the timeout expired (then

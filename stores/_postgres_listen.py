@@ -11,6 +11,7 @@ notifications missed while it was disconnected.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,6 +48,15 @@ class HeadWatcher:
         self._listening = asyncio.Event()
         self._scope: anyio.CancelScope | None = None
         self._stopped = False
+        self.notifications = 0
+        """Notifications received (a count for tests and operators)."""
+        self.head_reads = 0
+        """Head queries run by :meth:`wait` (a count for tests and operators)."""
+        # LISTEN connections opened so far, and which one was up (and when) at
+        # the last head read: see _fresh().
+        self._connections = 0
+        self._read_connection = -1
+        self._read_at = -math.inf
 
     def saw_head(self, head: int) -> None:
         """Record a committed head (from this process's writer or a notification)."""
@@ -66,6 +76,23 @@ class HeadWatcher:
             self._scope.cancel()
         self._wake()
 
+    def _fresh(self) -> bool:
+        """True when ``_known`` needs no re-read: the head was read while the current
+        LISTEN connection was up, less than ``poll_interval`` ago, so every commit
+        since then has been (or is being) delivered as a notification."""
+        return (
+            self._listening.is_set()
+            and self._read_connection == self._connections
+            and anyio.current_time() - self._read_at < self._poll
+        )
+
+    async def _read(self) -> None:
+        connection = self._connections if self._listening.is_set() else -1
+        started = anyio.current_time()
+        self.head_reads += 1
+        self.saw_head(await self._read_head())
+        self._read_connection, self._read_at = connection, started
+
     async def wait(self, after: int, timeout: float) -> int:  # noqa: ASYNC109 (see wait_for_head)
         """Return the head once it is above ``after``, or the last head seen at ``timeout``."""
         if self._scope is None and not self._stopped:
@@ -79,9 +106,13 @@ class HeadWatcher:
                 if self._known > after:
                     return self._known
                 moved = self._moved
-                self.saw_head(await self._read_head())
-                if self._known > after:
-                    return self._known
+                # A caller polling with short timeouts (the event bus) costs no
+                # query per call: while listening, notifications keep _known
+                # current, and the head is re-read only every poll_interval.
+                if not self._fresh():
+                    await self._read()
+                    if self._known > after:
+                        return self._known
                 with anyio.move_on_after(self._poll):
                     await moved.wait()
         # No last read here: the answer is the last head seen (by a read or a
@@ -89,6 +120,7 @@ class HeadWatcher:
         return self._known
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self.notifications += 1
         try:
             self.saw_head(int(payload))
         except ValueError:
@@ -101,6 +133,7 @@ class HeadWatcher:
                 try:
                     conn = await asyncpg.connect(self._dsn, server_settings=self._settings)
                     await conn.add_listener(self._channel, self._on_notify)
+                    self._connections += 1  # heads read before this one are stale
                     self._listening.set()
                     # Commits made while we were not listening: wake waiters to re-read.
                     self._wake()

@@ -15,7 +15,6 @@ import asyncio
 import collections
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -48,7 +47,7 @@ class BatchWriter:
         connect: Callable[[], Awaitable[asyncpg.Connection]],
         sql: Statements,
         max_batch: tuple[int, int],
-        on_commit: Callable[[Plan, datetime], None],
+        on_commit: Callable[[Plan], None],
         read: Callable[..., Awaitable[Any]],
         idle_timeout_ms: int,
     ) -> None:
@@ -132,7 +131,7 @@ class BatchWriter:
                 tr = conn.transaction()
                 await tr.start()
                 try:
-                    plan, at = await self._run(conn, batch)
+                    plan = await self._run(conn, batch)
                 except BaseException:
                     with anyio.CancelScope(shield=True), suppress(*DRIVER_ERRORS):
                         await tr.rollback()
@@ -169,10 +168,10 @@ class BatchWriter:
                 self._drop()
                 self._fail(batch, exc, commit_sent)
                 return
-            self._finish(plan, at)
+            self._finish(plan)
             return
 
-    async def _run(self, conn: asyncpg.Connection, batch: list[Pending]) -> tuple[Plan, datetime]:
+    async def _run(self, conn: asyncpg.Connection, batch: list[Pending]) -> Plan:
         sql = self._sql
         streams = list({p.stream for p in batch})
         cmd_ids = [p.command_id for p in batch if p.command_id is not None]
@@ -190,19 +189,18 @@ class BatchWriter:
             else:
                 commands[key] = command_from_row((key, stream, version, first, last, reply))
         assert at is not None
-        plan = plan_batch(batch, head, versions, commands)
+        plan = plan_batch(batch, head, versions, commands, at)
         if plan.accepted:
             await conn.execute(
                 sql.write_batch,
-                plan.positions, plan.streams, plan.versions, plan.types, plan.data,
-                plan.metadata, plan.schema_versions, plan.event_ids, sql.channel, at,
+                *plan.columns(), sql.channel, at,
                 plan.final_streams, plan.final_versions, plan.cmd_ids, plan.cmd_streams,
                 plan.cmd_versions, plan.cmd_first, plan.cmd_last, plan.cmd_replies,
                 str(plan.head),
             )  # fmt: skip
             if self.before_commit is not None:
                 await self.before_commit()
-        return plan, at
+        return plan
 
     async def _reject(self, p: Pending, exc: asyncpg.UniqueViolationError) -> None:
         """Fail one append that hit a unique violation with the contract's error."""
@@ -244,7 +242,7 @@ class BatchWriter:
                 error.__cause__ = exc
                 p.future.set_exception(error)
 
-    def _finish(self, plan: Plan, at: datetime) -> None:
+    def _finish(self, plan: Plan) -> None:
         for p in plan.rejected:
             if isinstance(p.error, ConcurrencyError):
                 self._conflicts += 1
@@ -256,7 +254,7 @@ class BatchWriter:
         n = len(plan.accepted)
         self._batches += 1
         self._appends += n
-        self._events += len(plan.positions)
+        self._events += len(plan.rows)
         self._max_seen = max(self._max_seen, n)
         bucket = 1 << (n.bit_length() - 1)  # powers of two: 1, 2, 4, ...
         self._sizes[bucket] = self._sizes.get(bucket, 0) + 1
@@ -264,7 +262,7 @@ class BatchWriter:
             if not p.future.done():
                 assert p.result is not None
                 p.future.set_result(p.result)
-        self._on_commit(plan, at)
+        self._on_commit(plan)
 
     def statistics(self) -> StoreStatistics:
         """The writer's counters."""

@@ -1,7 +1,8 @@
 """PostgreSQL test helpers: a fresh schema per store, dropped after the test.
 
 The server is ``ACTORSOURCING_PG_DSN`` (default: the local test server).
-Tests skip with a clear message only when no server is reachable.
+Tests skip with a clear message only when no server is reachable (and fail
+instead when ``ACTORSOURCING_PG_REQUIRED=1``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
 DSN = os.environ.get("ACTORSOURCING_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 """The server the PostgreSQL tests use (override with ACTORSOURCING_PG_DSN)."""
 
+REQUIRED = os.environ.get("ACTORSOURCING_PG_REQUIRED") == "1"
+"""With ACTORSOURCING_PG_REQUIRED=1 (CI on a machine with PostgreSQL), an
+unreachable server fails the PostgreSQL tests instead of skipping them."""
+
 
 async def require_server() -> None:
     """Skip the calling test if the PostgreSQL server cannot be reached."""
@@ -28,7 +33,10 @@ async def require_server() -> None:
     try:
         conn = await asyncpg.connect(DSN, timeout=5)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL not reachable at {DSN} (set ACTORSOURCING_PG_DSN): {exc!r}")
+        message = f"PostgreSQL not reachable at {DSN} (set ACTORSOURCING_PG_DSN): {exc!r}"
+        if REQUIRED:
+            pytest.fail(f"{message}; ACTORSOURCING_PG_REQUIRED=1 forbids skipping")
+        pytest.skip(message)
     await conn.close()
 
 

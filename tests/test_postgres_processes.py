@@ -232,3 +232,28 @@ async def test_waiter_recovers_after_its_listen_connection_is_terminated() -> No
             assert heads == [1]
     finally:
         await pg.drop_store(writer)
+
+
+async def test_short_waits_while_listening_run_no_head_queries() -> None:
+    """Repeated short wait_for_head calls (the event bus's pattern) query the head once,
+    then rely on notifications while listening, and still see another store's commit."""
+    writer = await pg.new_store()
+    reader = await pg.new_store(schema=writer.schema, poll_interval=600)
+    try:
+        async with writer, reader:
+            watcher = reader._watcher
+            assert watcher is not None
+            assert await reader.wait_for_head(-1, 10) == 0  # listening now, no read yet
+            assert await reader.wait_for_head(0, 0.01) == 0
+            assert watcher.head_reads == 1
+            for _ in range(20):
+                assert await reader.wait_for_head(0, 0.01) == 0
+            assert watcher.head_reads == 1
+            await writer.append("Acc-1", [ev(), ev()], 0)
+            with anyio.fail_after(10):
+                while (head := await reader.wait_for_head(0, 0.05)) == 0:
+                    pass
+            assert head == 2
+            assert watcher.head_reads == 1  # the notification told it
+    finally:
+        await pg.drop_store(writer)

@@ -189,6 +189,19 @@ async def test_commit_listener_gets_committed_events_in_position_order(
     assert got == await pg_store.read_all()
 
 
+async def test_append_result_carries_its_events_recorded_at(pg_store: PostgresStore) -> None:
+    """AppendResult.recorded_at equals the stored events' recorded_at (one per batch);
+    an empty append records nothing and reports None."""
+    results = await asyncio.gather(
+        *(pg_store.append(f"Acc-{i}", [ev(), ev()], 0) for i in range(5))
+    )
+    stored = {e.position: e.recorded_at for e in await pg_store.read_all()}
+    for result in results:
+        assert result.recorded_at is not None
+        assert {stored[p] for p in result.positions} == {result.recorded_at}
+    assert (await pg_store.append("Acc-0", [], 2)).recorded_at is None
+
+
 # -- consumers, checkpoints, snapshots ----------------------------------------------
 
 
