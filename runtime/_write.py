@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -56,8 +55,8 @@ def _event_id() -> str:
     secret, and ``uuid.uuid4()`` (``os.urandom`` per call) measured ~14 us under
     load here; formatting the hex directly also skips ``uuid.UUID``'s checks.
     """
-    n = (_rng.getrandbits(128) & _V4_CLEAR) | _V4_SET
-    h = f"{n:032x}"
+    # bytes.hex() is ~0.5 us faster than formatting the int with "032x".
+    h = ((_rng.getrandbits(128) & _V4_CLEAR) | _V4_SET).to_bytes(16, "big").hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -213,12 +212,17 @@ class WritePath:
                 return await self._replayed(actor, dup)
             break
         self._apply(actor, state, events, result.positions, result.version)
-        return Outcome(
+        # The store's commit time when it reports one; else the reply time, within
+        # milliseconds of the commit (a read of the log returns the store's own).
+        at = result.recorded_at
+        return Outcome._committed(
             actor.address,
-            self._recorded(stream, new, result.positions, result.version),
+            stream,
+            new,
             result.version,
             result.positions,
             value,
+            at if at is not None else time.time(),
         )
 
     def _encode(self, state: Aggregate, events: list[Any], msg: Message) -> list[NewEvent]:
@@ -259,31 +263,6 @@ class WritePath:
             )
             return
         actor.version = version
-
-    @staticmethod
-    def _recorded(
-        stream: str, new: list[NewEvent], positions: range, version: int
-    ) -> tuple[RecordedEvent, ...]:
-        # The store's append returns positions only; build the recorded events
-        # here. recorded_at is the reply time, within milliseconds of the
-        # commit (a read of the log returns the store's own timestamp).
-        now = datetime.now(UTC)
-        first_version = version - len(new) + 1
-        first = positions.start
-        return tuple(
-            RecordedEvent(
-                first + i,
-                stream,
-                first_version + i,
-                ev.type,
-                orjson.loads(orjson.dumps(ev.data, option=_JSON_OPTS)),
-                dict(ev.metadata) if ev.metadata else {},
-                ev.schema_version,
-                ev.event_id or "",
-                now,
-            )
-            for i, ev in enumerate(new)
-        )
 
     async def _replayed(self, actor: Actor, record: CommandRecord) -> Outcome:
         """The original outcome of an already recorded command id, read back from the log."""
