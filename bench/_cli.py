@@ -7,7 +7,8 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -80,6 +81,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextmanager
+def _library_logs_to_stderr() -> Iterator[None]:
+    """Library logs at WARNING and above, on stderr, while the harness runs.
+
+    The harness is an application, so it may configure structlog (libraries
+    must not): info lines such as a rebuild's progress would otherwise land in
+    the middle of the table on stdout. The previous configuration comes back
+    afterwards (the tests call ``main`` in-process).
+    """
+    import logging
+
+    import structlog
+
+    previous = structlog.get_config()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    try:
+        yield
+    finally:
+        structlog.configure(**previous)
+
+
 def _select(args: argparse.Namespace, p: argparse.ArgumentParser) -> list[str]:
     unknown = [w for w in args.workloads if w not in WORKLOADS]
     if unknown:
@@ -106,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--dir {parent} is not a directory")
     workdir = Path(tempfile.mkdtemp(prefix=".bench-", dir=parent))
     try:
-        with make_progress(args.quiet) as progress:
+        with _library_logs_to_stderr(), make_progress(args.quiet) as progress:
             ctx = Context(mode, args.store, args.dsn, workdir, progress)
             results = anyio.run(run_all, ctx, chosen, repeat, backend="asyncio")
         meta = describe(ctx, repeat)

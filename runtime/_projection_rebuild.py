@@ -256,7 +256,12 @@ async def _rebuild(
                     events += len(page.events)
                     position = page.position
                     reporter.report(position, bus.head, events)
-                    if position >= projector.position and subscription.live:
+                    # A last page that is exactly full leaves the subscription
+                    # reading the log (live is set by the next, empty read, which
+                    # yields no page): reaching the head is enough to stop here.
+                    if position >= projector.position and (
+                        subscription.live or position >= bus.head
+                    ):
                         break
                 # Hold the live projector between batches: it cannot move now,
                 # so the copy only has to reach where it stands.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,9 @@ from bench._progress import PlainProgress
 from bench._report import render_plain
 from bench._run import run_workload
 from bench.workloads import SUITE, WORKLOADS
+from bench.workloads._log import deposit_amount
+from bench.workloads.lag import lags
+from bench.workloads.rebuild import require_read_side
 
 # Cases every workload must report in smoke mode, with their units.
 EXPECTED = {
@@ -43,10 +47,21 @@ EXPECTED = {
         "deposits: ours c=1 | theirs cached": "commands/s",
         "cold load 200 events": "ms",
         "cold load snapshot + 9": "ms",
-        "follower over 25 events (theirs; ours: read side pending)": "events/s",
+        "follower over 25 events": "events/s",
+    },
+    "rebuild": {
+        "rebuild from 0": "events/s",
+        "rebuild time": "s",
+        "catch-up from 0 (live projector)": "events/s",
+        "read + decode (store.iter_all)": "events/s",
+    },
+    "lag": {
+        "c=10 lag p50": "ms",
+        "c=10 lag p99": "ms",
+        "c=10 lag max": "ms",
+        "c=10 write load": "commands/s",
     },
 }
-READ_SIDE = ("rebuild", "lag")
 
 
 @pytest.fixture(scope="module")
@@ -186,21 +201,94 @@ def test_comparison_puts_theirs_beside_ours(smoke_run: dict[str, Any]) -> None:
     assert row["ratio"]["median"] > 0
 
 
-@pytest.mark.parametrize("name", READ_SIDE)
-def test_read_side_workloads_say_why_they_did_not_run(smoke_run: dict[str, Any], name: str) -> None:
-    """rebuild/lag report 'not available' with a reason (until the read side lands)."""
-    result = _results(smoke_run)[name]
-    if result["status"] == "ok":
-        pytest.skip(f"{name} runs now: its cases need pinning in EXPECTED")
-    assert result["status"] == "not available"
-    assert result["reason"]
+def test_require_read_side_says_not_available_without_projectors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without runtime.Projector the read-side workloads report 'not available'."""
+    import runtime
+
+    monkeypatch.delattr(runtime, "Projector")
+    with pytest.raises(NotAvailable, match="read side"):
+        require_read_side()
+
+
+def test_rebuild_read_model_adds_up_to_the_deposits_written(smoke_run: dict[str, Any]) -> None:
+    """After the rebuild the read model holds every account, event and cent seeded."""
+    result = _results(smoke_run)["rebuild"]
+    sizes = WORKLOADS["rebuild"].sizes["smoke"]
+    per_account = sizes["events"] // sizes["accounts"]  # smoke sizes divide evenly
+    # Each account: one opening, then deposits 1..per_account-1 (see deposit_amount).
+    total = sizes["accounts"] * sum(deposit_amount(k) for k in range(1, per_account))
+    expected = {"accounts": sizes["accounts"], "events": sizes["events"], "total": total}
+    assert result["info"]["read_model_after_rebuild"] == expected
+    assert result["info"]["seeded"]["total"] == total
+
+
+def test_rebuild_is_beside_the_read_decode_rate_of_the_same_run(
+    smoke_run: dict[str, Any],
+) -> None:
+    """Rebuild and catch-up rates carry the same run's read + decode rate and the ratio."""
+    figs = {f["case"]: f for f in _results(smoke_run)["rebuild"]["figures"]}
+    read = figs["read + decode (store.iter_all)"]["samples"]
+    for case in ("rebuild from 0", "catch-up from 0 (live projector)"):
+        assert figs[case]["reference"]["kind"] == "read"
+        assert figs[case]["reference"]["samples"] == read
+        assert figs[case]["ratio"]["median"] > 0
+
+
+def test_rebuild_progress_series_climbs_to_the_head(smoke_run: dict[str, Any]) -> None:
+    """The progress series starts at 0, never goes back, and ends at the log's head."""
+    points = _results(smoke_run)["rebuild"]["series"]["rebuild progress"]
+    assert points[0] == [0.0, 0.0]
+    assert len(points) >= 2
+    for (t0, p0), (t1, p1) in itertools.pairwise(points):
+        assert t1 >= t0
+        assert p1 >= p0
+    assert points[-1][1] == WORKLOADS["rebuild"].sizes["smoke"]["events"]
+
+
+def test_lag_has_one_sample_per_deposit_and_an_exact_read_model(
+    smoke_run: dict[str, Any],
+) -> None:
+    """Lag is recorded once per deposit event, and the read model saw each exactly once."""
+    result = _results(smoke_run)["lag"]
+    sizes = WORKLOADS["lag"].sizes["smoke"]
+    deposits = 0
+    for callers, total in sizes["levels"]:
+        assert result["info"][f"c={callers}"]["samples"] == total
+        assert result["info"][f"c={callers}"]["store_commits"] >= 1
+        deposits += total
+    accounts = sizes["accounts"]
+    expected = {"accounts": accounts, "events": accounts + deposits, "total": 5 * deposits}
+    assert result["info"]["read_model"] == expected
+
+
+def test_lags_pair_each_commit_with_the_first_read_model_commit_covering_it() -> None:
+    """An event's lag runs from its store commit to the first read-model position at or past it."""
+    commits = [(1, 2, 10.0), (3, 3, 11.0)]
+    applied = [(1, 10.5), (3, 12.0)]
+    assert lags(commits, applied).values == [0.5, 2.0, 1.0]
+
+
+def test_lags_refuse_an_event_that_never_reached_the_read_model() -> None:
+    """A committed position beyond the read model's last one is an error, not a lost sample."""
+    with pytest.raises(RuntimeError, match="position 3 never reached"):
+        lags([(1, 3, 1.0)], [(2, 1.5)])
+
+
+def test_follower_comparison_puts_theirs_beside_ours(smoke_run: dict[str, Any]) -> None:
+    """Our deposit-counting projector is compared with their follower in the same run."""
+    figs = {f["case"]: f for f in _results(smoke_run)["eventsourcing"]["figures"]}
+    row = figs["follower over 25 events"]
+    assert row["reference"]["kind"] == "theirs"
+    assert row["ratio"]["median"] > 0
 
 
 def test_report_has_markdown_and_plots(smoke_run: dict[str, Any]) -> None:
-    """--report writes report.md and the throughput and latency PNGs it links."""
+    """--report writes report.md and the throughput, latency and rebuild PNGs it links."""
     report = smoke_run["root"] / "report"
     text = (report / "report.md").read_text()
-    for png in ("throughput.png", "latency.png"):
+    for png in ("throughput.png", "latency.png", "rebuild.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"({png})" in text
 
@@ -262,3 +350,17 @@ def test_postgres_store_runs_append_and_drops_its_schema(tmp_path: Path) -> None
             await conn.close()
 
     assert anyio.run(leftover) == []
+
+
+def test_library_logs_stay_out_of_the_table_and_config_is_restored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Library info logs (rebuild progress) never reach stdout; structlog's config comes back."""
+    import structlog
+
+    before = structlog.get_config()
+    assert main(["--smoke", "--quiet", "--dir", str(tmp_path), "rebuild"]) == 0
+    out = capsys.readouterr().out
+    assert "rebuild from 0" in out
+    assert "rebuild progress" not in out
+    assert structlog.get_config() == before

@@ -2,8 +2,7 @@
 
 A workload is an async function doing ONE run and returning a
 :class:`~bench._measure.RunOutput`; the harness repeats it and takes medians.
-To add one (``rebuild`` and ``lag`` are waiting for the read side): write
-``bench/workloads/<name>.py`` with a ``WORKLOAD = Workload(...)`` and list the
+To add one: write ``bench/workloads/<name>.py`` with a ``WORKLOAD = Workload(...)`` and list the
 module below.
 """
 

@@ -1,36 +1,180 @@
-"""``lag``: live projector lag under write load (waiting for the read side).
+"""``lag``: live read-model lag (commit -> read-model commit) under write load.
 
-To fill in when projectors land: run the ``write`` load at a fixed rate with
-a projector following the live bus; for each event, lag = time the projector
-applied it - time its append committed. Return ``Sample``s ``lag p50``,
-``lag p99``, ``lag max`` (ms), and check that the projector saw every event
-exactly once (guarantee 6).
+A ``Runtime`` runs the example ``account_balances`` projector (SQLite,
+exactly once) while callers send deposits in a closed loop, as in ``write``:
+100 callers, then the 1,000-caller load (quick; smoke: 10). For every
+deposit event:
+
+* **commit time**: the store's own commit listener
+  (``store.add_commit_listener``, public API): the SQLite writer calls it on
+  its task right after ``COMMIT``, before any caller hears "ok" -- the same
+  hook the event bus uses. The bench's listener records ``perf_counter()``
+  and the batch's position range. (``RecordedEvent.recorded_at`` is stamped
+  at ``BEGIN``, before the commit, on the wall clock: not used.)
+* **read-model time**: a watcher task loops on the projector's public
+  ``wait_for(position + 1)``; when it returns the projector's transaction
+  (read-model rows + checkpoint) has committed and ``projector.position``
+  moved. The watcher records ``perf_counter()`` and the new position, so
+  every event up to it gets that time. This is when a reader in the same
+  process could first see the event (read-your-writes), including the event
+  loop's scheduling delay -- an upper bound on the bare SQLite commit.
+
+Lag of an event = read-model time - commit time (same clock, same process).
+Lags come in runs: every event of one store commit (hundreds at c=1000)
+shares its commit time, and every event of one read-model batch its
+read-model time. One sample per deposit event; p50, p99 and max are
+reported per level with the load actually achieved. The read model must
+afterwards hold every deposit exactly once (balances and per-account event
+counts add up).
 """
 
 from __future__ import annotations
 
-from bench._context import Context, Workload
-from bench._measure import NotAvailable, RunOutput
+import bisect
+from typing import Any
+
+import anyio
+
+from bench._context import Context, Workload, new_store
+from bench._measure import LatencyRecorder, RunOutput, Sample, now
+from bench.workloads import _rt, write
 from bench.workloads.rebuild import require_read_side
 
-__all__ = ["WORKLOAD"]
+__all__ = ["WORKLOAD", "lags"]
 
 SIZES = {
-    "smoke": {"rate": 200, "seconds": 0.2},
-    "quick": {"rate": 500, "seconds": 4.0},
-    "full": {"rate": 1_000, "seconds": 20.0},
+    "smoke": {"accounts": 20, "levels": [[10, 100]]},
+    "quick": {"accounts": 1_000, "levels": [[100, 5_000], [1_000, 15_000]]},
+    "full": {"accounts": 10_000, "levels": [[100, 20_000], [1_000, 200_000]]},
 }
+WAIT = 120.0  # seconds: generous; a loaded machine is slow, not broken
+IDLE_POLL = 0.1  # the watcher re-checks "all done?" this often when nothing moves
+
+
+def lags(
+    commits: list[tuple[int, int, float]], applied: list[tuple[int, float]]
+) -> LatencyRecorder:
+    """Per-event lag from commit records and read-model records.
+
+    Args:
+        commits: ``(first, last, t)``: positions first..last committed at ``t``.
+        applied: ``(position, t)`` in position order: everything up to
+            ``position`` was visible in the read model at ``t``.
+
+    Raises:
+        RuntimeError: a committed position never reached the read model.
+    """
+    positions = [p for p, _t in applied]
+    out = LatencyRecorder()
+    for first, last, committed_at in commits:
+        for position in range(first, last + 1):
+            i = bisect.bisect_left(positions, position)
+            if i == len(positions):
+                raise RuntimeError(f"position {position} never reached the read model")
+            out.add(applied[i][1] - committed_at)
+    return out
+
+
+async def _level(
+    rt: Any, balances: Any, targets: list[Any], callers: int, total: int, ctx: Context
+) -> tuple[float, LatencyRecorder, dict[str, int]]:
+    """``total`` deposits from ``callers``; (wall seconds, per-event lags, counts)."""
+    from aggregates.examples.bank import Deposit
+    from runtime import ProjectionTimeout
+
+    commits: list[tuple[int, int, float]] = []
+    applied: list[tuple[int, float]] = []
+    start = await rt.store.head()
+    await balances.wait_for(start, timeout=WAIT)
+    target: list[int | None] = [None]  # set once every deposit has committed
+
+    def on_commit(events: Any) -> None:
+        # Runs on the store's writer task right after COMMIT: keep it tiny.
+        commits.append((events[0].position, events[-1].position, now()))
+
+    async def watch() -> None:
+        seen = start
+        while target[0] is None or seen < target[0]:
+            try:
+                await balances.wait_for(seen + 1, timeout=IDLE_POLL)
+            except ProjectionTimeout:
+                continue  # nothing new yet: look at the target again
+            t = now()
+            seen = balances.position
+            applied.append((seen, t))
+
+    remove = rt.store.add_commit_listener(on_commit)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            elapsed, _lat = await _rt.ask_many(
+                rt,
+                targets,
+                lambda _i: Deposit(amount=write.AMOUNT),
+                total,
+                callers,
+                ctx,
+                f"deposits with projector c={callers}",
+            )
+            target[0] = await rt.store.head()
+    finally:
+        remove()
+    recorder = lags(commits, applied)
+    if len(recorder.values) != total:
+        raise RuntimeError(f"{total} deposits, but {len(recorder.values)} lag samples")
+    counts = {
+        "samples": len(recorder.values),
+        "store_commits": len(commits),
+        "read_model_commits_seen": len(applied),
+    }
+    return elapsed, recorder, counts
 
 
 async def run(ctx: Context) -> RunOutput:
-    """One run (pending the read side)."""
+    """One run: open the accounts, then each load level while measuring lag."""
     require_read_side()
-    raise NotAvailable("lag workload not written yet: fill in bench/workloads/lag.py")
+    from runtime.examples.read_models import account_balances, list_balances
+
+    sizes = ctx.sizes(SIZES)
+    out = RunOutput(
+        info={
+            "commit_time": "store.add_commit_listener (writer task, right after COMMIT)",
+            "read_model_time": "watcher task on projector.wait_for(position + 1)",
+        }
+    )
+    async with new_store(ctx, "lag", kind="sqlite") as (store, path):
+        assert path is not None  # sqlite
+        balances = account_balances(path.parent / "read-models")
+        async with _rt.make_runtime(store, projectors=[balances]) as rt:
+            targets = _rt.accounts(sizes["accounts"])
+            await _rt.open_all(rt, targets, ctx)
+            for callers, total in sizes["levels"]:
+                elapsed, recorder, counts = await _level(rt, balances, targets, callers, total, ctx)
+                params = {"concurrency": callers, "deposits": total, "accounts": len(targets)}
+                pct = recorder.summary((50, 99))
+                out.samples += [
+                    Sample(f"c={callers} lag p50", pct["p50"], "ms", params=params),
+                    Sample(f"c={callers} lag p99", pct["p99"], "ms", params=params),
+                    Sample(f"c={callers} lag max", pct["max"], "ms", params=params),
+                    Sample(f"c={callers} write load", total / elapsed, "commands/s", params=params),
+                ]
+                out.info[f"c={callers}"] = counts
+            await balances.wait_for(await rt.store.head(), timeout=WAIT)
+            out.info["projector_batches"] = balances.statistics().batches
+            rows = await list_balances(balances)
+    deposits = sum(total for _c, total in sizes["levels"])
+    got = (len(rows), sum(r.events for r in rows), sum(r.balance for r in rows))
+    want = (len(targets), len(targets) + deposits, write.AMOUNT * deposits)
+    if got != want:
+        raise RuntimeError(f"read model has (accounts, events, total) {got}, expected {want}")
+    out.info["read_model"] = dict(zip(("accounts", "events", "total"), got, strict=True))
+    return out
 
 
 WORKLOAD = Workload(
     name="lag",
-    summary="live projector lag (commit to applied) under a fixed write load",
+    summary="live read-model lag (commit to read-model commit) under 1,000 callers",
     run=run,
     sizes=SIZES,
+    stores=("sqlite",),
 )
