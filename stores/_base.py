@@ -193,6 +193,35 @@ class EventStore(abc.ABC):
         A missing stream reads as an empty list.
         """
 
+    async def read_stream_payloads(
+        self,
+        stream: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        limit: int | None = None,
+    ) -> list[tuple[int, str, int, Any]]:
+        """Read what replaying a stream needs: ``(version, type, schema_version, data)`` tuples.
+
+        The same events, in the same (ascending) order, as ``read_stream`` with
+        the same arguments, minus the fields a replay does not use (position,
+        metadata, event id, time). Backends override it with a leaner query;
+        this default derives it from ``read_stream``.
+
+        Args:
+            stream: The stream name.
+            from_version: The first version to read.
+            to_version: The last version to read (``None``: the end of the stream).
+            limit: Read at most this many events.
+
+        Returns:
+            One ``(version, type, schema_version, data)`` tuple per event.
+        """
+        return [
+            (e.version, e.type, e.schema_version, e.data)
+            for e in await self.read_stream(stream, from_version, to_version, limit=limit)
+        ]
+
     @abc.abstractmethod
     async def read_all(
         self,

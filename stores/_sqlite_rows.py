@@ -11,7 +11,7 @@ import orjson
 
 from stores._types import RecordedEvent
 
-__all__ = ["decode_rows", "from_micros", "recorded_event"]
+__all__ = ["decode_payload_rows", "decode_rows", "from_micros", "recorded_event"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EMPTY = b"{}"  # most events carry no metadata: skip the decoder for them
@@ -105,3 +105,9 @@ def decode_rows(rows: Iterable[Any], stream: str | None) -> list[RecordedEvent]:
             meta_d = loads(meta) if meta != _EMPTY else {}
             append(recorded_event(pos, name, ver, typ, loads(data), meta_d, sv, eid, ts))
     return out
+
+
+def decode_payload_rows(rows: Iterable[Any]) -> list[tuple[int, str, int, Any]]:
+    """Decode ``(version, type, schema_version, data)`` rows (data from JSON)."""
+    loads = orjson.loads
+    return [(ver, typ, sv, loads(data)) for ver, typ, sv, data in rows]
