@@ -77,6 +77,9 @@ class Subscription:
         self._live = False  # start by reading the log from `after`
         self._closed = False
         self._wakeup = anyio.Event()
+        # Called on the writer's task after each live offer (see _offer): lets
+        # a consumer take the page at once instead of one loop turn later.
+        self._on_offer: Callable[[], None] | None = None
 
     @property
     def position(self) -> int:
@@ -125,7 +128,13 @@ class Subscription:
                     return
                 buffer.append(event)
         self._buffered_to = events[-1].position
-        self._wakeup.set()
+        if self._on_offer is not None:
+            try:
+                self._on_offer()
+            except Exception:  # the commit listener must not raise (the append succeeded)
+                _log.warning("subscription offer hook failed", exc_info=True)
+        if buffer or self._buffered_to > self._position:
+            self._wakeup.set()  # something is left for the consumer's task
 
     def __aiter__(self) -> Self:
         return self

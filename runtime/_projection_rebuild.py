@@ -29,6 +29,7 @@ from runtime._projection_errors import ProjectorNotRunning, RebuildFailed
 from runtime._projection_sqlite import SQLiteProjector, _SQLiteSink
 from runtime._projection_sqlite_file import remove_generation
 from runtime._projection_types import FailurePolicy
+from runtime._projector_pipeline import drain
 from runtime._projector_sink import EventFailed
 from stores import RecordedEvent
 
@@ -266,6 +267,9 @@ async def _rebuild(
                 # Hold the live projector between batches: it cannot move now,
                 # so the copy only has to reach where it stands.
                 async with lock:
+                    # Batches the live projector queued are applied first, so
+                    # its position is final while we hold the lock.
+                    await drain(projector)
                     while position < projector.position:
                         page = await receive.receive()
                         await _apply(projector, sink, page.events, page.position)
@@ -274,7 +278,7 @@ async def _rebuild(
                     await anyio.to_thread.run_sync(file.set_synchronous, "NORMAL")
                     current = projector._sink
                     assert current is not None
-                    projector._sink = await projector._swap(current, file)
+                    projector._sink = await projector._swap(current, sink)
                     projector._restart_from(position)
                     swapped = True
                 task_group.cancel_scope.cancel()
@@ -296,5 +300,5 @@ async def _rebuild(
         reporter.close()
         if not swapped:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(file.close)
+                await sink.aclose()  # the file, then the copy's thread
                 await anyio.to_thread.run_sync(remove_generation, file.path)

@@ -24,6 +24,7 @@ from runtime._projection_sqlite_file import (
 from runtime._projection_types import FailurePolicy, ParkedEvent
 from runtime._projector import Projector
 from runtime._projector_sink import Sink
+from runtime._projector_worker import SinkWorker
 from stores import EventStore, RecordedEvent
 
 __all__ = ["SQLiteProjector"]
@@ -36,23 +37,31 @@ def _unused(conn: sqlite3.Connection, event: RecordedEvent) -> None:
 
 
 class _SQLiteSink(Sink):
-    """Drives a :class:`SQLiteFile` from async code, one worker-thread call at a time."""
+    """Drives a :class:`SQLiteFile` from async code, on the read model's own thread."""
+
+    pipelines = True
 
     def __init__(self, file: SQLiteFile) -> None:
         self.file = file
+        self._worker = SinkWorker(f"read-model {file.path.name}")
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        # A cancelled to_thread call keeps running on its thread; shielding
-        # makes the caller wait for the COMMIT/ROLLBACK and learn its outcome.
-        with anyio.CancelScope(shield=True):
-            result = await anyio.to_thread.run_sync(fn, *args)
-        return result
+        return await self._worker.call(fn, *args)
 
     async def checkpoint(self) -> int:
         return await self._call(self.file.checkpoint)
 
     async def apply(self, events: Sequence[RecordedEvent], position: int) -> None:
         await self._call(self.file.apply, events, position)
+
+    def pipeline(
+        self, events: Sequence[RecordedEvent], position: int, done: Callable[[bool, Any], None]
+    ) -> bool:
+        self._worker.pipeline(self.file.apply, (events, position), done)
+        return True
+
+    def rearm(self) -> None:
+        self._worker.rearm()
 
     async def save(self, position: int) -> None:
         await self._call(self.file.save, position)
@@ -70,7 +79,10 @@ class _SQLiteSink(Sink):
         return await self._call(self.file.retry_parked, event, attempts)
 
     async def aclose(self) -> None:
-        await self._call(self.file.close)
+        try:
+            await self._call(self.file.close)
+        finally:
+            self._worker.stop()
 
 
 class SQLiteProjector(Projector):
@@ -185,22 +197,22 @@ class SQLiteProjector(Projector):
         fresh = self._new_file(self._generation + 1)
         await anyio.to_thread.run_sync(remove_generation, fresh.path)
         await anyio.to_thread.run_sync(fresh.open)
-        return await self._swap(sink, fresh)
+        return await self._swap(sink, _SQLiteSink(fresh))
 
-    async def _swap(self, sink: Sink, fresh: SQLiteFile) -> Sink:
+    async def _swap(self, sink: Sink, fresh: _SQLiteSink) -> Sink:
         """Make ``fresh`` the live generation (the caller holds the projector's lock)."""
         assert isinstance(sink, _SQLiteSink)
         old = sink.file
-        generation = int(fresh.path.name.removeprefix(f"{self.name}.").removesuffix(".sqlite"))
+        generation = int(fresh.file.path.name.removeprefix(f"{self.name}.").removesuffix(".sqlite"))
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(write_generation, self.directory, self.name, generation)
             self._generation = generation
             await self._drop_query_connection()
-            await anyio.to_thread.run_sync(old.close)
+            await sink.aclose()  # closes the file on its thread, then ends the thread
             # Readers holding the old file keep reading it: POSIX unlink frees
             # it only once the last open descriptor is closed.
             await anyio.to_thread.run_sync(remove_generation, old.path)
-        return _SQLiteSink(fresh)
+        return fresh
 
     async def _drop_query_connection(self) -> None:
         if self._query_lock is None:

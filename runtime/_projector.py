@@ -5,7 +5,9 @@ live: :class:`~runtime.SQLiteProjector`, :class:`~runtime.StoreProjector`)
 and this base runs it: subscribe to the bus after the checkpoint (the
 subscription reads the log in pages until it reaches the head, then follows
 the live feed), hand each page to the sink as one batch, and move the
-checkpoint with it.
+checkpoint with it. A SQLite sink takes pages through a pipeline on its own
+thread (see ``_projector_pipeline``): the next page is queued while one is
+applied, straight from the store's commit listener when the task is idle.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from runtime._projection_types import (
     ProjectorState,
     ProjectorStatistics,
 )
-from runtime._projector_batch import process_page
+from runtime._projector_pipeline import drain, follow, settle
 from runtime._projector_sink import Sink, validate_name
 from stores import EventStore, RecordedEvent, StoreClosed
 
@@ -108,6 +110,14 @@ class Projector(abc.ABC):
         self._lock: anyio.Lock | None = None
         self._changed: anyio.Event | None = None
         self._last_applied_at: Any = None
+        # The pipeline (see _projector_pipeline): batches queued on the sink's
+        # thread, the highest position queued, the first failure among them.
+        self._inflight = 0
+        self._submitted = 0
+        self._pipe_failure: tuple[Sequence[RecordedEvent], int, BaseException] | None = None
+        self._pipe_changed: anyio.Event | None = None
+        self._awaiting_page = False
+        self._pumping: tuple[Subscription, int] | None = None  # see pump()
         self._handled = 0
         self._batches = 0
         self._retries = 0
@@ -141,7 +151,7 @@ class Projector(abc.ABC):
         self._changed = anyio.Event()
         self._sink = await self._open_sink(bus.store, runtime)
         try:
-            self._position = self._saved = await self._sink.checkpoint()
+            self._position = self._saved = self._submitted = await self._sink.checkpoint()
             self._last_save = time.monotonic()
             self._state = ProjectorState.PAUSED if self._paused else ProjectorState.RUNNING
             task_status.started()
@@ -151,6 +161,9 @@ class Projector(abc.ABC):
             self._notify()
             with anyio.CancelScope(shield=True):
                 try:
+                    # Queued batches commit first; one that failed is dropped
+                    # with those after it (a restart re-reads them).
+                    await drain(self)
                     if self._position > self._saved and self._failure is None:
                         # Only unwanted events were passed over since the last
                         # save: losing this write costs a re-read, not a wrong model.
@@ -182,12 +195,18 @@ class Projector(abc.ABC):
                 await anyio.sleep(min(self.retry_backoff * 2 ** (failures - 1), self.max_backoff))
             finally:
                 self._subscription = None
+                self._pumping = None
 
     async def _follow_once(self, bus: EventBus) -> None:
         assert self._lock is not None
         epoch = self._epoch
         with anyio.CancelScope() as scope:
             self._restart = scope
+            async with self._lock:
+                await settle(self)  # a queued batch failed: deal with it first
+            if self._failure is not None:
+                await self._wait_running()
+                return  # re-read from the checkpoint (resume retries the event)
             async with bus.subscribe(
                 self._position,
                 types=self.types,
@@ -196,15 +215,7 @@ class Projector(abc.ABC):
                 max_batch=self.batch_size,
             ) as subscription:
                 self._subscription = subscription
-                async for page in subscription:
-                    await self._wait_running()
-                    async with self._lock:
-                        if epoch != self._epoch:
-                            return  # reset or swapped while we waited
-                        await process_page(self, page)
-                    if self._failure is not None:
-                        await self._wait_running()
-                        return  # re-read from the checkpoint (resume retries the event)
+                await follow(self, subscription, epoch)
 
     async def _wait_running(self) -> None:
         while self._paused or self._failure is not None:
@@ -219,8 +230,12 @@ class Projector(abc.ABC):
     def _restart_from(self, position: int) -> None:
         """Drop the current subscription and re-subscribe after ``position`` (holds the lock)."""
         self._epoch += 1
-        self._position = self._saved = position
+        self._position = self._saved = self._submitted = position
         self._failure = None
+        # The caller drained the pipeline: a queued batch that failed is moot now.
+        self._pipe_failure = None
+        if self._sink is not None:
+            self._sink.rearm()
         if self._state is ProjectorState.FAILED:
             self._state = ProjectorState.PAUSED if self._paused else ProjectorState.RUNNING
         if self._restart is not None:
@@ -294,7 +309,7 @@ class Projector(abc.ABC):
         self._notify()
         if self._lock is not None:
             async with self._lock:
-                pass
+                await drain(self)
 
     async def resume(self) -> None:
         """Go on after :meth:`pause`, or try a failed event again (STOP policy)."""
@@ -326,6 +341,7 @@ class Projector(abc.ABC):
         if self._rebuilding:
             raise ProjectionError(f"projector {self.name!r} is being rebuilt; reset it after")
         async with self._lock:
+            await drain(self)
             self._sink = await self._reset_sink(self._sink, position)
             self._restart_from(position)
 

@@ -22,8 +22,14 @@ __all__ = ["applied", "process_page", "retry_event"]
 _log = structlog.get_logger("runtime.projector")
 
 
-async def process_page(projector: Projector, page: Page) -> None:
-    """Apply one page: the whole batch at once, or around a failing event."""
+async def process_page(
+    projector: Projector, page: Page, failure: EventFailed | None = None
+) -> None:
+    """Apply one page: the whole batch at once, or around a failing event.
+
+    ``failure``: the page was already tried as one batch (queued on the
+    sink's thread) and failed so; it counts as the first attempt.
+    """
     sink = projector._sink
     assert sink is not None
     events = [e for e in page.events if e.position > projector._position]
@@ -37,6 +43,9 @@ async def process_page(projector: Projector, page: Page) -> None:
     i = 0
     while i < len(events):
         try:
+            if failure is not None:
+                first, failure = failure, None
+                raise first
             await sink.apply(events[i:], page.position)
         except EventFailed as failed:
             j = i + failed.index

@@ -6,8 +6,9 @@ import abc
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from runtime._projection_errors import ProjectionConfigError
 from runtime._projection_types import ParkedEvent
@@ -62,6 +63,9 @@ class EventFailed(Exception):
 class Sink(abc.ABC):
     """A read model plus its checkpoint, as a projector drives it (private contract)."""
 
+    pipelines = False
+    """True when :meth:`pipeline` queues batches (False: it always returns False)."""
+
     @abc.abstractmethod
     async def checkpoint(self) -> int:
         """The durable checkpoint."""
@@ -97,6 +101,22 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release connections (idempotent)."""
+
+    def pipeline(
+        self, events: Sequence[RecordedEvent], position: int, done: Callable[[bool, Any], None]
+    ) -> bool:
+        """Queue :meth:`apply` without waiting; False when this sink cannot.
+
+        ``done(ok, value)`` runs on the event loop once the batch committed
+        (``ok``), failed (``value`` is the error, usually :class:`EventFailed`)
+        or was skipped (``value`` is ``SKIPPED``) because an earlier pipelined
+        batch failed: batches after a failure are never applied until
+        :meth:`rearm`. Batches are applied in the order they were queued.
+        """
+        return False
+
+    def rearm(self) -> None:  # noqa: B027 - optional, like pipeline
+        """Apply pipelined batches again after one failed (none may be queued)."""
 
 
 # -- the dead-letter table, shared by the SQLite sinks ------------------------

@@ -1,0 +1,220 @@
+"""The projector pipeline: batches queued on the read model's thread, failures behind them."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from runtime._projection_engine import ProjectionEngine
+from runtime._projection_errors import ProjectionFailed
+from runtime._projection_sqlite import SQLiteProjector
+from runtime._projection_sqlite_file import open_read_model
+from runtime._projection_types import FailurePolicy, ProjectorState
+from runtime._projector_worker import SKIPPED, SinkWorker
+from stores import ANY, MemoryStore, NewEvent, RecordedEvent
+from tests.test_projections import LOG_SCHEMA, log_positions, seen
+
+
+class Boom(Exception):
+    """The error a faulty handler raises."""
+
+
+class Gate:
+    """A handler that blocks on position 1 until opened, fails on ``bad`` and counts calls."""
+
+    def __init__(self, bad: set[int]) -> None:
+        self.bad = bad
+        self.calls: Counter[int] = Counter()
+        self.blocked = threading.Event()
+        self.open = threading.Event()
+
+    def __call__(self, conn: sqlite3.Connection, event: RecordedEvent) -> None:
+        self.calls[event.position] += 1
+        if event.position == 1 and not self.open.is_set():
+            self.blocked.set()
+            self.open.wait(10)
+        if event.position in self.bad:
+            raise Boom(f"cannot handle {event.position}")
+        log_positions(conn, event)
+
+
+async def append(store: MemoryStore, count: int) -> int:
+    """Append ``count`` events in one append; return the last position."""
+    result = await store.append("S-1", [NewEvent("T.A", {})] * count, ANY)
+    return result.positions[-1]
+
+
+@contextmanager
+def opened_gate(gate: Gate) -> Iterator[None]:
+    """Open the gate on the way out, so a failing test never leaves the thread stuck."""
+    try:
+        yield
+    finally:
+        gate.open.set()
+
+
+async def queue_batches(
+    store: MemoryStore, projector: SQLiteProjector, gate: Gate, *, third: bool = True
+) -> None:
+    """Batch [1] blocks on the thread, [2, 3] is queued behind it, [4, 5] waits for room."""
+    assert await append(store, 1) == 1
+    await anyio.to_thread.run_sync(gate.blocked.wait, 10)
+    assert await append(store, 2) == 3
+    # Queued from the store's commit listener, before the append returned.
+    assert projector._submitted == 3
+    assert projector.position == 0
+    if third:
+        assert await append(store, 2) == 5
+
+
+def log_projector(tmp_path: Path, gate: Gate, **options: Any) -> SQLiteProjector:
+    """A ``log_positions`` read model with the gated handler and no retry backoff."""
+    return SQLiteProjector(
+        "log", tmp_path, schema=LOG_SCHEMA, handler=gate, retry_backoff=0, **options
+    )
+
+
+@pytest.mark.anyio
+async def test_failure_behind_queued_batches_parks_once_and_applies_the_rest(
+    tmp_path: Path,
+) -> None:
+    """A queued batch that fails is retried, parked with exact attempts; later ones apply once."""
+    gate = Gate(bad={3})
+    projector = log_projector(tmp_path, gate, policy=FailurePolicy.PARK, max_attempts=2)
+    async with MemoryStore() as store, ProjectionEngine(store, [projector]):
+        with opened_gate(gate):
+            await queue_batches(store, projector, gate)
+        await projector.wait_for(5, timeout=10)
+        assert [(p.position, p.attempts) for p in await projector.parked()] == [(3, 2)]
+        assert gate.calls[3] == 2
+        assert projector.statistics().checkpoint == 5
+    assert seen(tmp_path, "log") == [1, 2, 4, 5]
+
+
+@pytest.mark.anyio
+async def test_failure_behind_queued_batches_stops_and_resume_goes_on(tmp_path: Path) -> None:
+    """STOP on the last queued batch (no page follows it) is seen and keeps the position."""
+    gate = Gate(bad={3})
+    projector = log_projector(tmp_path, gate, max_attempts=3)
+    async with MemoryStore() as store, ProjectionEngine(store, [projector]):
+        with opened_gate(gate):
+            await queue_batches(store, projector, gate, third=False)
+        with pytest.raises(ProjectionFailed) as caught:
+            await projector.wait_for(3, timeout=10)
+        assert (caught.value.position, caught.value.attempts) == (3, 3)
+        stats = projector.statistics()
+        assert (stats.state, stats.position, stats.checkpoint) == (ProjectorState.FAILED, 2, 2)
+        assert seen(tmp_path, "log") == [1, 2]
+        gate.bad.clear()
+        await projector.resume()
+        assert await append(store, 2) == 5
+        await projector.wait_for(5, timeout=10)
+    assert seen(tmp_path, "log") == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.anyio
+async def test_pause_returns_once_queued_batches_committed(tmp_path: Path) -> None:
+    """pause() waits for the batches already on the read model's thread to commit."""
+    gate = Gate(bad=set())
+    projector = log_projector(tmp_path, gate)
+    async with MemoryStore() as store, ProjectionEngine(store, [projector]):
+        with opened_gate(gate):
+            await queue_batches(store, projector, gate)
+        await projector.pause()
+        assert projector.position >= 3  # [1] and [2, 3] were queued: both committed
+        assert seen(tmp_path, "log") == list(range(1, projector.position + 1))
+        await projector.resume()
+        await projector.wait_for(5, timeout=10)
+    assert seen(tmp_path, "log") == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.anyio
+async def test_reset_to_zero_with_queued_batches_replays_exactly_once(tmp_path: Path) -> None:
+    """reset(0) while batches are queued: the fresh read model holds every event once."""
+    gate = Gate(bad=set())
+    projector = log_projector(tmp_path, gate)
+    async with MemoryStore() as store, ProjectionEngine(store, [projector]):
+        with opened_gate(gate):
+            await queue_batches(store, projector, gate)
+        await projector.reset(0)
+        await projector.wait_for(5, timeout=10)
+        assert projector.generation == 2
+    assert seen(tmp_path, "log") == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.anyio
+async def test_stopping_with_queued_batches_keeps_the_checkpoint_forward(tmp_path: Path) -> None:
+    """Leaving the engine lets queued batches commit first, then ends the read model's thread."""
+    gate = Gate(bad=set())
+    projector = log_projector(tmp_path, gate)
+    async with MemoryStore() as store:
+        async with ProjectionEngine(store, [projector]):
+            with opened_gate(gate):
+                await queue_batches(store, projector, gate)
+        conn = open_read_model(tmp_path, "log")
+        try:
+            row = conn.execute("SELECT position FROM _projection_checkpoint").fetchone()
+        finally:
+            conn.close()
+        assert row is not None
+        assert row[0] >= 3
+        assert seen(tmp_path, "log") == list(range(1, row[0] + 1))
+        await no_read_model_threads()
+        again = log_projector(tmp_path, Gate(bad=set()))
+        async with ProjectionEngine(store, [again]):
+            await again.wait_for(5, timeout=10)
+    assert seen(tmp_path, "log") == [1, 2, 3, 4, 5]
+    await no_read_model_threads()
+
+
+async def no_read_model_threads() -> None:
+    """Assert every read model's thread ends once its engine has stopped."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("read-model log."):
+            await anyio.to_thread.run_sync(thread.join, 10)
+            assert not thread.is_alive()
+
+
+@pytest.mark.anyio
+async def test_sink_worker_runs_in_order_and_skips_after_a_pipelined_failure() -> None:
+    """Calls run in order; a failed pipelined call skips later ones until rearm; stop ends it."""
+    worker = SinkWorker("test-worker")
+    ran: list[int] = []
+    outcomes: list[tuple[bool, Any]] = []
+
+    def record(n: int) -> int:
+        ran.append(n)
+        if n == 2:
+            raise Boom("two")
+        return n
+
+    def done(ok: bool, value: Any) -> None:
+        outcomes.append((ok, value))
+
+    assert await worker.call(record, 1) == 1
+    for n in (2, 3):
+        worker.pipeline(record, (n,), done)
+    with pytest.raises(Boom):
+        await worker.call(record, 2)  # plain calls still run after a pipelined failure
+    assert ran == [1, 2, 2]
+    assert outcomes[0][0] is False
+    assert isinstance(outcomes[0][1], Boom)
+    assert outcomes[1] == (True, SKIPPED)
+    worker.rearm()
+    worker.pipeline(record, (4,), done)
+    assert await worker.call(record, 5) == 5
+    assert outcomes[2] == (True, 4)
+    thread = worker._thread
+    assert thread is not None
+    worker.stop()
+    await anyio.to_thread.run_sync(thread.join, 10)
+    assert not thread.is_alive()
