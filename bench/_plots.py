@@ -165,9 +165,13 @@ def write_report(directory: Path, meta: dict[str, Any], results: Sequence[Worklo
     lines += ["", "## Results", "", *_md_table(results), ""]
     lines += [
         "Median of the repeats; spread is min-max. *ratio* = ours / reference, computed",
-        "within each run then summarised (reference *floor*: plain sqlite3 on the same",
-        "rows; *read*: reading and decoding the same log with `store.iter_all`;",
-        "*theirs*: the `eventsourcing` library on the same disk and durability).",
+        "within each run then summarised (reference *floor*: plain sqlite3 executemany",
+        "of the same rows -- events and new streams rows -- into the same schema, in",
+        "transactions of the store's mean batch, with the store's pragmas; *read*:",
+        "reading and decoding the same log with `store.iter_all` (rebuild) or the same",
+        "stream with `store.read_stream` (activate); *theirs*: the `eventsourcing`",
+        "library on the same disk and durability). Rows suffixed `(gc_threshold=10000)`",
+        "ran on a runtime built with that opt-in GC setting; the others on the default.",
         "`lag` rows: commit (store commit listener) to read-model commit (projector",
         "`wait_for`), one sample per event; they also appear in the latency plot.",
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from bench._measure import NotAvailable, RunOutput, Sample, collect, percentile
 from bench._progress import PlainProgress
 from bench._report import render_plain
 from bench._run import run_workload
-from bench.workloads import SUITE, WORKLOADS
+from bench.workloads import SUITE, WORKLOADS, _rawsqlite
 from bench.workloads._log import deposit_amount
 from bench.workloads.lag import lags
 from bench.workloads.rebuild import require_read_side
@@ -31,7 +32,14 @@ EXPECTED = {
         "c=1 mean batch": "appends/txn",
         "c=4 throughput": "events/s",
     },
-    "write": {"c=1 throughput": "commands/s", "c=4 ask p50": "ms", "c=4 ask p99": "ms"},
+    "write": {
+        "c=1 throughput": "commands/s",
+        "c=4 ask p50": "ms",
+        "c=4 ask p99": "ms",
+        "c=4 throughput (gc_threshold=10000)": "commands/s",
+        "c=4 ask p50 (gc_threshold=10000)": "ms",
+        "c=4 ask p99 (gc_threshold=10000)": "ms",
+    },
     "latency": {
         "ask p50": "ms",
         "ask p95": "ms",
@@ -39,7 +47,11 @@ EXPECTED = {
         "ask max": "ms",
         "achieved load": "commands/s",
     },
-    "activate": {"200 events, no snapshot": "ms", "snapshot + 9 events": "ms"},
+    "activate": {
+        "200 events, no snapshot": "ms",
+        "snapshot + 9 events": "ms",
+        "read + decode 200 events (store.read_stream)": "ms",
+    },
     "memory": {"per idle actor (runtime)": "bytes", "Account state alone": "bytes"},
     "floor": {"fsync rate": "fsyncs/s", "sqlite3 executemany, 100 rows/txn": "rows/s"},
     "eventsourcing": {
@@ -60,6 +72,8 @@ EXPECTED = {
         "c=10 lag p99": "ms",
         "c=10 lag max": "ms",
         "c=10 write load": "commands/s",
+        "c=10 lag p99 (gc_threshold=10000)": "ms",
+        "c=10 write load (gc_threshold=10000)": "commands/s",
     },
 }
 
@@ -193,6 +207,96 @@ def test_append_reports_the_raw_floor_and_ratio(smoke_run: dict[str, Any]) -> No
         assert figs[case]["params"]["events"] in (10, 40)
 
 
+def test_append_floor_uses_the_store_writer_pragmas(smoke_run: dict[str, Any]) -> None:
+    """The floor ran with the pragmas read from the store's writer connection, not defaults."""
+    info = _results(smoke_run)["append"]["info"]
+    pragmas = info["c=1"]["floor_pragmas"]
+    assert (pragmas["journal_mode"], pragmas["synchronous"]) == ("wal", 2)  # 2 = FULL
+    assert pragmas["cache_size"] != -2000  # SQLite's default page cache (2 MB)
+    assert "new streams rows" in info["c=1"]["floor"]
+
+
+def test_write_reports_gc_threshold_rows_beside_the_defaults(smoke_run: dict[str, Any]) -> None:
+    """The gc_threshold rows carry their setting; the default rows carry None."""
+    figs = {f["case"]: f for f in _results(smoke_run)["write"]["figures"]}
+    assert figs["c=4 throughput (gc_threshold=10000)"]["params"]["gc_threshold"] == 10_000
+    assert figs["c=4 throughput"]["params"]["gc_threshold"] is None
+
+
+def test_activation_is_beside_read_stream_of_the_same_run(smoke_run: dict[str, Any]) -> None:
+    """The no-snapshot activation carries the same run's read_stream time and the ratio."""
+    figs = {f["case"]: f for f in _results(smoke_run)["activate"]["figures"]}
+    row = figs["200 events, no snapshot"]
+    read = figs["read + decode 200 events (store.read_stream)"]["samples"]
+    assert row["reference"]["kind"] == "read"
+    assert row["reference"]["samples"] == read
+    assert row["ratio"]["median"] > 0
+    # The replay read path is timed wherever the store has it.
+    from stores import SQLiteStore
+
+    payloads = "read + decode 200 events (store.read_stream_payloads)" in figs
+    assert payloads == hasattr(SQLiteStore, "read_stream_payloads")
+
+
+def _table(path: Path, table: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+
+
+def test_floor_writes_exactly_the_store_rows_with_the_store_pragmas(tmp_path: Path) -> None:
+    """The floor copy holds the store's events and streams rows, on the store's pragmas."""
+    from stores import NewEvent, SQLiteStore
+
+    source = tmp_path / "events.db"
+
+    async def write() -> dict[str, Any]:
+        async with SQLiteStore(source, cache_kib=12_345) as store:
+            for i in range(12):  # streams 0..3: new ones and existing ones interleaved
+                await store.append(f"Bench-{i % 4}", [NewEvent("Bench.Appended", {"n": i})], i // 4)
+            return await _rawsqlite.store_pragmas(store)
+
+    pragmas = anyio.run(write)
+    assert pragmas["cache_size"] == -12_345
+    rows = _rawsqlite.read_store_rows(source)
+    conn = _rawsqlite.copy_schema(source, tmp_path / "floor.db", pragmas)
+    try:
+        assert _rawsqlite.read_pragmas(conn) == pragmas
+        _rawsqlite.insert_txns(conn, _rawsqlite.transactions(rows, 5))
+    finally:
+        conn.close()
+    for table in ("events", "streams"):
+        assert _table(tmp_path / "floor.db", table) == _table(source, table), table
+
+
+def test_floor_puts_each_streams_row_in_the_transaction_of_its_first_event() -> None:
+    """A new stream's row goes with its first event, as the store's batch inserts it."""
+    events = [(1, 10), (2, 20), (3, 10), (4, 30)]  # (position, stream_id)
+    streams = [(10, "a"), (20, "b"), (30, "c")]
+    txns = _rawsqlite.transactions(_rawsqlite.StoreRows(events, streams, 1, 0), 2)
+    assert [(t.streams, t.events) for t in txns] == [
+        ([(10, "a"), (20, "b")], [(1, 10), (2, 20)]),
+        ([(30, "c")], [(3, 10), (4, 30)]),
+    ]
+
+
+def test_floor_refuses_pragmas_that_do_not_take(tmp_path: Path) -> None:
+    """A pragma the floor connection cannot match is an error, not a silently unfair floor."""
+    source = tmp_path / "s.db"
+    conn = sqlite3.connect(source, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (x)")
+        pragmas = _rawsqlite.read_pragmas(conn)
+    finally:
+        conn.close()
+    pragmas["page_size"] = 1000  # not a power of two: SQLite ignores it
+    with pytest.raises(RuntimeError, match="page_size"):
+        _rawsqlite.copy_schema(source, tmp_path / "floor.db", pragmas)
+
+
 def test_comparison_puts_theirs_beside_ours(smoke_run: dict[str, Any]) -> None:
     """The eventsourcing rows carry their figure as the reference and the ratio."""
     figs = {f["case"]: f for f in _results(smoke_run)["eventsourcing"]["figures"]}
@@ -261,6 +365,9 @@ def test_lag_has_one_sample_per_deposit_and_an_exact_read_model(
     accounts = sizes["accounts"]
     expected = {"accounts": accounts, "events": accounts + deposits, "total": 5 * deposits}
     assert result["info"]["read_model"] == expected
+    gc_deposits = sum(total for _c, total in sizes["gc_levels"])
+    gc_expected = {"accounts": accounts, "events": accounts + gc_deposits, "total": 5 * gc_deposits}
+    assert result["info"]["read_model (gc_threshold=10000)"] == gc_expected
 
 
 def test_lags_pair_each_commit_with_the_first_read_model_commit_covering_it() -> None:

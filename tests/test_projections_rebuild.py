@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from pathlib import Path
 
 import anyio
@@ -200,3 +201,35 @@ async def test_one_rebuild_at_a_time(tmp_path: Path) -> None:
         await projector.wait_for(last, timeout=10)
     assert results[0].done
     assert projector.generation == 2
+
+
+class SlowTailStore(MemoryStore):
+    """A MemoryStore whose reads past the head take 0.3 s, as a store's idle poll can."""
+
+    async def read_all(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        types: Collection[str] | None = None,
+        categories: Collection[str] | None = None,
+    ) -> list[RecordedEvent]:
+        """Read as MemoryStore does, after a delay when nothing is past ``after``."""
+        if after >= await self.head():
+            await anyio.sleep(0.3)
+        return await super().read_all(after, limit, types=types, categories=categories)
+
+
+@pytest.mark.anyio
+async def test_rebuild_finishes_when_the_last_page_is_exactly_full(tmp_path: Path) -> None:
+    """A rebuild of an idle log whose last page is exactly full completes (it once hung)."""
+    projector = account_balances(tmp_path)
+    async with SlowTailStore() as store, ProjectionEngine(store, [projector]):
+        last = (await store.append("Account-1", [deposited(1) for _ in range(20)], 0)).version
+        await projector.wait_for(last, timeout=10)
+        # 20 events in pages of 10: the second page is full, so the subscription
+        # is not yet live when it arrives; the empty read that would set it is slow.
+        with anyio.fail_after(10):
+            final = await rebuild(projector, page_size=10, display=False)
+        assert (final.done, final.position) == (True, 20)
+        assert [b.balance for b in await list_balances(projector)] == [20]

@@ -2,9 +2,10 @@
 
 * fsync: N write+fsync pairs of 4 KiB in the scratch directory (a commit at
   synchronous=FULL costs at least one of these).
-* sqlite3: the event rows a store run wrote (10,000 interleaved streams),
-  inserted by plain ``executemany`` into a copy of the store's schema in large
-  transactions, at WAL + synchronous=FULL.
+* sqlite3: the rows a store run wrote (events over 10,000 interleaved streams
+  and their ``streams`` rows), inserted by plain ``executemany`` into a copy
+  of the store's schema in large transactions, on a connection with the
+  store's writer pragmas (WAL, synchronous=FULL, cache_size, page_size...).
 """
 
 from __future__ import annotations
@@ -45,23 +46,31 @@ async def run(ctx: Context) -> RunOutput:
                 await _appenders(
                     store, min(1_000, sizes["streams"]), sizes["rows"], sizes["streams"], ctx
                 )
+                pragmas = await _rawsqlite.store_pragmas(store)
             assert source is not None
-            rows = _rawsqlite.read_rows(source)
+            rows = _rawsqlite.read_store_rows(source)
             for per_txn in sizes["txn_sizes"]:
+                txns = _rawsqlite.transactions(rows, per_txn)
                 with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
-                    conn = _rawsqlite.copy_schema(source, Path(tmp) / "floor.db")
+                    conn = _rawsqlite.copy_schema(source, Path(tmp) / "floor.db", pragmas)
                     try:
-                        seconds = _rawsqlite.insert_rows(conn, "events", rows, per_txn)
+                        seconds = _rawsqlite.insert_txns(conn, txns)
                     finally:
                         conn.close()
+                params = {
+                    "events": len(rows.events),
+                    "streams_rows": len(rows.streams),
+                    "events_per_txn": per_txn,
+                }
                 out.samples.append(
                     Sample(
                         f"sqlite3 executemany, {per_txn:,} rows/txn",
-                        len(rows) / seconds,
+                        len(rows.events) / seconds,
                         "rows/s",
-                        params={"rows": len(rows), "rows_per_txn": per_txn},
+                        params=params,
                     )
                 )
+            out.info["floor_pragmas"] = pragmas
     except NotAvailable as exc:
         out.info["sqlite3 floor"] = str(exc)
     return out

@@ -26,6 +26,10 @@ read-model time. One sample per deposit event; p50, p99 and max are
 reported per level with the load actually achieved. The read model must
 afterwards hold every deposit exactly once (balances and per-account event
 counts add up).
+
+The ``gc_levels`` then run again on a fresh store, projector and runtime
+built with the runtime's opt-in ``gc_threshold=10000``: the rows suffixed
+``(gc_threshold=10000)``; the other rows are the default runtime.
 """
 
 from __future__ import annotations
@@ -42,10 +46,20 @@ from bench.workloads.rebuild import require_read_side
 
 __all__ = ["WORKLOAD", "lags"]
 
+# ``gc_levels`` run again on a fresh store and runtime built with
+# gc_threshold=10000 (rows suffixed ``(gc_threshold=10000)``).
 SIZES = {
-    "smoke": {"accounts": 20, "levels": [[10, 100]]},
-    "quick": {"accounts": 1_000, "levels": [[100, 5_000], [1_000, 15_000]]},
-    "full": {"accounts": 10_000, "levels": [[100, 20_000], [1_000, 200_000]]},
+    "smoke": {"accounts": 20, "levels": [[10, 100]], "gc_levels": [[10, 100]]},
+    "quick": {
+        "accounts": 1_000,
+        "levels": [[100, 5_000], [1_000, 15_000]],
+        "gc_levels": [[1_000, 15_000]],
+    },
+    "full": {
+        "accounts": 10_000,
+        "levels": [[100, 20_000], [1_000, 200_000]],
+        "gc_levels": [[1_000, 200_000]],
+    },
 }
 WAIT = 120.0  # seconds: generous; a loaded machine is slow, not broken
 IDLE_POLL = 0.1  # the watcher re-checks "all done?" this often when nothing moves
@@ -130,11 +144,54 @@ async def _level(
     return elapsed, recorder, counts
 
 
-async def run(ctx: Context) -> RunOutput:
-    """One run: open the accounts, then each load level while measuring lag."""
-    require_read_side()
+async def _one_runtime(
+    ctx: Context, sizes: dict[str, Any], levels: list[list[int]], gc_threshold: int | None
+) -> RunOutput:
+    """A fresh store, projector and runtime: open the accounts, run ``levels``, check."""
     from runtime.examples.read_models import account_balances, list_balances
 
+    tag = write.gc_label(gc_threshold)
+    options: dict[str, Any] = {} if gc_threshold is None else {"gc_threshold": gc_threshold}
+    out = RunOutput()
+    name = "lag" if gc_threshold is None else "lag-gc"
+    async with new_store(ctx, name, kind="sqlite") as (store, path):
+        assert path is not None  # sqlite
+        balances = account_balances(path.parent / "read-models")
+        async with _rt.make_runtime(store, projectors=[balances], **options) as rt:
+            targets = _rt.accounts(sizes["accounts"])
+            await _rt.open_all(rt, targets, ctx)
+            for callers, total in levels:
+                elapsed, recorder, counts = await _level(rt, balances, targets, callers, total, ctx)
+                params = {
+                    "concurrency": callers,
+                    "deposits": total,
+                    "accounts": len(targets),
+                    "gc_threshold": gc_threshold,
+                }
+                pct = recorder.summary((50, 99))
+                c = f"c={callers}"
+                out.samples += [
+                    Sample(f"{c} lag p50{tag}", pct["p50"], "ms", params=params),
+                    Sample(f"{c} lag p99{tag}", pct["p99"], "ms", params=params),
+                    Sample(f"{c} lag max{tag}", pct["max"], "ms", params=params),
+                    Sample(f"{c} write load{tag}", total / elapsed, "commands/s", params=params),
+                ]
+                out.info[f"{c}{tag}"] = counts
+            await balances.wait_for(await rt.store.head(), timeout=WAIT)
+            out.info[f"projector_batches{tag}"] = balances.statistics().batches
+            rows = await list_balances(balances)
+    deposits = sum(total for _c, total in levels)
+    got = (len(rows), sum(r.events for r in rows), sum(r.balance for r in rows))
+    want = (len(targets), len(targets) + deposits, write.AMOUNT * deposits)
+    if got != want:
+        raise RuntimeError(f"read model{tag} has (accounts, events, total) {got}, expected {want}")
+    out.info[f"read_model{tag}"] = dict(zip(("accounts", "events", "total"), got, strict=True))
+    return out
+
+
+async def run(ctx: Context) -> RunOutput:
+    """One run: the default runtime at every level, then gc_threshold=10000 at ``gc_levels``."""
+    require_read_side()
     sizes = ctx.sizes(SIZES)
     out = RunOutput(
         info={
@@ -142,38 +199,17 @@ async def run(ctx: Context) -> RunOutput:
             "read_model_time": "watcher task on projector.wait_for(position + 1)",
         }
     )
-    async with new_store(ctx, "lag", kind="sqlite") as (store, path):
-        assert path is not None  # sqlite
-        balances = account_balances(path.parent / "read-models")
-        async with _rt.make_runtime(store, projectors=[balances]) as rt:
-            targets = _rt.accounts(sizes["accounts"])
-            await _rt.open_all(rt, targets, ctx)
-            for callers, total in sizes["levels"]:
-                elapsed, recorder, counts = await _level(rt, balances, targets, callers, total, ctx)
-                params = {"concurrency": callers, "deposits": total, "accounts": len(targets)}
-                pct = recorder.summary((50, 99))
-                out.samples += [
-                    Sample(f"c={callers} lag p50", pct["p50"], "ms", params=params),
-                    Sample(f"c={callers} lag p99", pct["p99"], "ms", params=params),
-                    Sample(f"c={callers} lag max", pct["max"], "ms", params=params),
-                    Sample(f"c={callers} write load", total / elapsed, "commands/s", params=params),
-                ]
-                out.info[f"c={callers}"] = counts
-            await balances.wait_for(await rt.store.head(), timeout=WAIT)
-            out.info["projector_batches"] = balances.statistics().batches
-            rows = await list_balances(balances)
-    deposits = sum(total for _c, total in sizes["levels"])
-    got = (len(rows), sum(r.events for r in rows), sum(r.balance for r in rows))
-    want = (len(targets), len(targets) + deposits, write.AMOUNT * deposits)
-    if got != want:
-        raise RuntimeError(f"read model has (accounts, events, total) {got}, expected {want}")
-    out.info["read_model"] = dict(zip(("accounts", "events", "total"), got, strict=True))
+    for levels, gc_threshold in ((sizes["levels"], None), (sizes["gc_levels"], write.GC_THRESHOLD)):
+        one = await _one_runtime(ctx, sizes, levels, gc_threshold)
+        out.samples += one.samples
+        out.info.update(one.info)
     return out
 
 
 WORKLOAD = Workload(
     name="lag",
-    summary="live read-model lag (commit to read-model commit) under 1,000 callers",
+    summary="live read-model lag (commit to read-model commit) under 1,000 callers "
+    "(also with gc_threshold=10000)",
     run=run,
     sizes=SIZES,
     stores=("sqlite",),

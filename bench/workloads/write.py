@@ -3,6 +3,11 @@
 Each ask is a full round: mailbox, handler, group-committed append at the
 store's durability, apply, reply. Accounts are opened first (not measured);
 afterwards every balance is read back and must add up.
+
+Then the same again on a fresh store with the runtime's opt-in
+``gc_threshold=10_000`` (a separate runtime, so the process-wide GC setting is
+on only for these rows): the rows named ``(gc_threshold=10000)``. The default
+rows measure ``Runtime(...)`` as it ships.
 """
 
 from __future__ import annotations
@@ -15,18 +20,43 @@ from bench.workloads import _rt
 
 __all__ = ["WORKLOAD", "check_balances", "deposits"]
 
+# ``gc_levels``: the levels also run with gc_threshold=10000 (where many asks
+# are in flight, which is where the GC setting matters). Quick c=1 runs 1,000
+# deposits: at 300 (~0.2 s) one scheduler hiccup moved the figure by a third.
 SIZES = {
-    "smoke": {"accounts": 20, "levels": [[1, 10], [4, 40]]},
-    "quick": {"accounts": 10_000, "levels": [[1, 300], [100, 5_000], [1_000, 20_000]]},
-    "full": {"accounts": 10_000, "levels": [[1, 2_000], [100, 50_000], [1_000, 200_000]]},
+    "smoke": {"accounts": 20, "levels": [[1, 10], [4, 40]], "gc_levels": [[4, 40]]},
+    "quick": {
+        "accounts": 10_000,
+        "levels": [[1, 1_000], [100, 5_000], [1_000, 20_000]],
+        "gc_levels": [[1_000, 20_000]],
+    },
+    "full": {
+        "accounts": 10_000,
+        "levels": [[1, 2_000], [100, 50_000], [1_000, 200_000]],
+        "gc_levels": [[100, 50_000], [1_000, 200_000]],
+    },
 }
 AMOUNT = 5
+GC_THRESHOLD = 10_000
+
+
+def gc_label(gc_threshold: int | None) -> str:
+    """The suffix naming a row measured with ``gc_threshold`` (empty for the default)."""
+    return "" if gc_threshold is None else f" (gc_threshold={gc_threshold})"
 
 
 async def deposits(
-    rt: Any, targets: list[Any], total: int, concurrency: int, ctx: Context
+    rt: Any,
+    targets: list[Any],
+    total: int,
+    concurrency: int,
+    ctx: Context,
+    gc_threshold: int | None = None,
 ) -> list[Sample]:
-    """Run ``total`` deposits from ``concurrency`` callers; commands/s and p50/p99 samples."""
+    """Run ``total`` deposits from ``concurrency`` callers; commands/s and p50/p99 samples.
+
+    ``gc_threshold`` only labels the rows (the runtime was built with it).
+    """
     from aggregates.examples.bank import Deposit
 
     elapsed, lat = await _rt.ask_many(
@@ -36,14 +66,20 @@ async def deposits(
         total,
         concurrency,
         ctx,
-        f"deposit c={concurrency}",
+        f"deposit c={concurrency}{gc_label(gc_threshold)}",
     )
-    params = {"concurrency": concurrency, "commands": total, "accounts": len(targets)}
+    params = {
+        "concurrency": concurrency,
+        "commands": total,
+        "accounts": len(targets),
+        "gc_threshold": gc_threshold,
+    }
     pct = lat.summary((50, 99))
+    tag = gc_label(gc_threshold)
     return [
-        Sample(f"c={concurrency} throughput", total / elapsed, "commands/s", params=params),
-        Sample(f"c={concurrency} ask p50", pct["p50"], "ms", params=params),
-        Sample(f"c={concurrency} ask p99", pct["p99"], "ms", params=params),
+        Sample(f"c={concurrency} throughput{tag}", total / elapsed, "commands/s", params=params),
+        Sample(f"c={concurrency} ask p50{tag}", pct["p50"], "ms", params=params),
+        Sample(f"c={concurrency} ask p99{tag}", pct["p99"], "ms", params=params),
     ]
 
 
@@ -58,23 +94,39 @@ async def check_balances(rt: Any, targets: list[Any], expected_total: int) -> No
         raise RuntimeError(f"balances add up to {total}, expected {expected_total}")
 
 
-async def run(ctx: Context) -> RunOutput:
-    """One run: open the accounts, then each concurrency level, then check the balances."""
-    sizes = ctx.sizes(SIZES)
-    out = RunOutput()
-    async with new_store(ctx, "write") as (store, _path), _rt.make_runtime(store) as rt:
+async def _one_runtime(
+    ctx: Context, sizes: dict[str, Any], levels: list[list[int]], gc_threshold: int | None
+) -> tuple[list[Sample], str]:
+    """Open the accounts on a fresh store, run ``levels``, check the balances."""
+    options = {} if gc_threshold is None else {"gc_threshold": gc_threshold}
+    samples: list[Sample] = []
+    tag = "write" if gc_threshold is None else "write-gc"
+    async with new_store(ctx, tag) as (store, _path), _rt.make_runtime(store, **options) as rt:
         targets = _rt.accounts(sizes["accounts"])
         await _rt.open_all(rt, targets, ctx)
-        for concurrency, total in sizes["levels"]:
-            out.samples += await deposits(rt, targets, total, concurrency, ctx)
-        await check_balances(rt, targets, AMOUNT * sum(t for _c, t in sizes["levels"]))
-        out.info["runtime_statistics"] = repr(rt.statistics())
+        for concurrency, total in levels:
+            samples += await deposits(rt, targets, total, concurrency, ctx, gc_threshold)
+        await check_balances(rt, targets, AMOUNT * sum(t for _c, t in levels))
+        return samples, repr(rt.statistics())
+
+
+async def run(ctx: Context) -> RunOutput:
+    """One run: the default runtime at every level, then gc_threshold=10000 at ``gc_levels``."""
+    sizes = ctx.sizes(SIZES)
+    out = RunOutput()
+    samples, stats = await _one_runtime(ctx, sizes, sizes["levels"], None)
+    out.samples += samples
+    out.info["runtime_statistics"] = stats
+    samples, stats = await _one_runtime(ctx, sizes, sizes["gc_levels"], GC_THRESHOLD)
+    out.samples += samples
+    out.info[f"runtime_statistics{gc_label(GC_THRESHOLD)}"] = stats
     return out
 
 
 WORKLOAD = Workload(
     name="write",
-    summary="durable deposits through actors: commands/s and ask latency p50/p99",
+    summary="durable deposits through actors: commands/s and ask latency p50/p99 "
+    "(also with gc_threshold=10000)",
     run=run,
     sizes=SIZES,
 )
