@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-import runtime._runtime as runtime_module
+import runtime._sending as sending_module
 from aggregates.examples.bank import Account, Deposit, GetBalance, Open
 from runtime import Address, AskTimeout, InvalidArgument, Outcome, Runtime
 from stores import MemoryStore, SQLiteStore
@@ -64,7 +64,7 @@ async def test_slotted_timeout_fires_not_early_and_the_command_still_completes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A slotted timeout raises AskTimeout no earlier than asked; the command still runs."""
-    monkeypatch.setattr(runtime_module, "_SLOTTED_TIMEOUT", 0.01)
+    monkeypatch.setattr(sending_module, "_SLOTTED_TIMEOUT", 0.01)
     store = GatedStore()
     async with Runtime(aggregates=[Seq], store=store) as rt:
         started = anyio.current_time()
