@@ -505,6 +505,33 @@ class SQLiteStore(EventStore):
 
     # -- operations ---------------------------------------------------------
 
+    async def pragmas(self, *names: str) -> dict[str, Any]:
+        """Read PRAGMA values on the writer's connection (diagnostics, benchmark floors).
+
+        Args:
+            *names: Pragma names, e.g. ``"synchronous"``, ``"cache_size"``.
+
+        Returns:
+            Each name mapped to the value ``PRAGMA name`` reports.
+
+        Raises:
+            ValueError: a name is not a plain identifier.
+            StoreClosed: the store is not open.
+        """
+        for name in names:
+            if not (isinstance(name, str) and name.isidentifier()):
+                raise ValueError(f"not a pragma name: {name!r}")
+        self._check_open()
+        assert self._executor is not None
+        conn = self._writer_conn
+        assert conn is not None
+
+        def read() -> dict[str, Any]:
+            return {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
+
+        # On the writer's own thread, which owns the connection: serial with batches.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, read)
+
     def statistics(self) -> StoreStatistics:
         """An immutable snapshot of the writer's counters (zeros before open)."""
         return self._writer.statistics() if self._writer is not None else StoreStatistics()

@@ -362,3 +362,15 @@ async def test_close_commits_pending_appends_then_refuses_calls(tmp_path: Path) 
         await store.read_all()
     async with SQLiteStore(path) as reopened:
         assert await reopened.head() == 10
+
+
+@pytest.mark.anyio
+async def test_pragmas_reads_the_writer_connection_and_rejects_bad_names(tmp_path: Path) -> None:
+    """pragmas() reports the writer's settings and refuses names that are not identifiers."""
+    from stores import Durability, SQLiteStore
+
+    async with SQLiteStore(tmp_path / "p.db", durability=Durability.NORMAL) as store:
+        values = await store.pragmas("synchronous", "journal_mode")
+        assert values == {"synchronous": 1, "journal_mode": "wal"}
+        with pytest.raises(ValueError, match="not a pragma name"):
+            await store.pragmas("synchronous; DROP TABLE events")

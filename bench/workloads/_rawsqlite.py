@@ -9,7 +9,6 @@ connection at run time, so the floor follows the store when either changes.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import time
@@ -58,23 +57,13 @@ def read_pragmas(conn: sqlite3.Connection) -> dict[str, Any]:
 
 
 async def store_pragmas(store: Any) -> dict[str, Any]:
-    """The pragmas of an *open* ``SQLiteStore``'s writer connection, read on its own thread.
+    """The pragmas of an *open* ``SQLiteStore``'s writer connection.
 
-    The writer connection is private to the store; reading it (rather than
-    restating the store's settings here) keeps the floor in step with the
-    store. Call it while the store is idle (after the measured appends).
-
-    Raises:
-        RuntimeError: the store no longer exposes its writer connection the
-            way this code expects (update this function).
+    Read through ``SQLiteStore.pragmas`` (rather than restating the store's
+    settings here) so the floor stays in step with the store.
     """
-    conn = getattr(store, "_writer_conn", None)
-    executor = getattr(store, "_executor", None)
-    if not isinstance(conn, sqlite3.Connection) or executor is None:
-        raise RuntimeError("cannot find the SQLiteStore writer connection to read its pragmas")
-    # The writer thread owns the connection; asking on that thread keeps the
-    # read serial with any batch in flight.
-    return await asyncio.get_running_loop().run_in_executor(executor, read_pragmas, conn)
+    values: dict[str, Any] = await store.pragmas(*_ALL)
+    return values
 
 
 def copy_schema(source: Path, target: Path, pragmas: dict[str, Any]) -> sqlite3.Connection:
