@@ -9,9 +9,10 @@ once**, so the handler gets each event's ``position`` to deduplicate with.
 :class:`TransactionalStoreProjector` keeps its read model in the event
 store's own database and writes it through
 ``store.open_consumer_transaction``: read model and checkpoint commit
-together, **exactly once**. Its transactions take the store's write lock,
-so they compete with the writer; prefer :class:`SQLiteProjector` (its own
-file) for heavy read models.
+together, **exactly once**. On SQLite its transactions take the file's
+write lock, so they compete with the event writer: prefer
+:class:`SQLiteProjector` (its own file) for heavy read models there. On
+PostgreSQL they lock only the projector's checkpoint row.
 
 Both park failed events (PARK policy) in a small SQLite dead-letter file
 named by ``dead_letters``.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -44,6 +45,7 @@ __all__ = ["StoreProjector", "TransactionalStoreProjector"]
 
 AsyncHandler = Callable[[RecordedEvent], Awaitable[None]]
 TransactionHandler = Callable[[Any, RecordedEvent], Awaitable[None]]
+H = TypeVar("H", AsyncHandler, TransactionHandler)
 
 
 class _DeadLetters:
@@ -186,7 +188,35 @@ class _StoreSink(Sink):
             await anyio.to_thread.run_sync(self.dead_letters.close)
 
 
-class StoreProjector(Projector):
+class _HandlerProjector(Projector, Generic[H]):
+    """What the store-checkpointed projectors share: a handler and a dead-letter file."""
+
+    def __init__(
+        self,
+        name: str,
+        handler: H,
+        *,
+        types: Collection[str] | None = None,
+        categories: Collection[str] | None = None,
+        policy: FailurePolicy = FailurePolicy.STOP,
+        dead_letters: Path | str | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(name, types=types, categories=categories, policy=policy, **options)
+        if not callable(handler):
+            raise ProjectionConfigError("handler must be an async callable")
+        if policy is FailurePolicy.PARK and dead_letters is None:
+            raise ProjectionConfigError(
+                "the PARK policy needs a dead_letters file to record parked events in"
+            )
+        self.handler: H = handler
+        self.dead_letters = None if dead_letters is None else Path(dead_letters)
+
+    def _dead_letter_table(self) -> _DeadLetters | None:
+        return None if self.dead_letters is None else _DeadLetters(self.dead_letters, self.name)
+
+
+class StoreProjector(_HandlerProjector[AsyncHandler]):
     """A projector with its checkpoint in the event store: at least once.
 
     Args:
@@ -202,27 +232,6 @@ class StoreProjector(Projector):
             ``batch_size``, ``checkpoint_interval`` (see :class:`Projector`).
     """
 
-    def __init__(
-        self,
-        name: str,
-        handler: AsyncHandler,
-        *,
-        types: Collection[str] | None = None,
-        categories: Collection[str] | None = None,
-        policy: FailurePolicy = FailurePolicy.STOP,
-        dead_letters: Path | str | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(name, types=types, categories=categories, policy=policy, **options)
-        if not callable(handler):
-            raise ProjectionConfigError("handler must be an async callable")
-        if policy is FailurePolicy.PARK and dead_letters is None:
-            raise ProjectionConfigError(
-                "the PARK policy needs a dead_letters file to record parked events in"
-            )
-        self.handler = handler
-        self.dead_letters = None if dead_letters is None else Path(dead_letters)
-
     def _make_sink(
         self,
         store: EventStore,
@@ -230,9 +239,6 @@ class StoreProjector(Projector):
         transient: tuple[type[BaseException], ...] = (),
     ) -> Sink:
         return _StoreSink(store, self.name, handler, None, self._dead_letter_table(), transient)
-
-    def _dead_letter_table(self) -> _DeadLetters | None:
-        return None if self.dead_letters is None else _DeadLetters(self.dead_letters, self.name)
 
     async def _open_sink(self, store: EventStore, runtime: Any) -> Sink:
         sink = self._make_sink(store, self.handler)
@@ -242,7 +248,7 @@ class StoreProjector(Projector):
         return sink
 
 
-class TransactionalStoreProjector(Projector):
+class TransactionalStoreProjector(_HandlerProjector[TransactionHandler]):
     """A read model inside the event store's database: exactly once, via consumer transactions.
 
     Args:
@@ -258,29 +264,8 @@ class TransactionalStoreProjector(Projector):
         **options: See :class:`Projector`.
     """
 
-    def __init__(
-        self,
-        name: str,
-        handler: TransactionHandler,
-        *,
-        types: Collection[str] | None = None,
-        categories: Collection[str] | None = None,
-        policy: FailurePolicy = FailurePolicy.STOP,
-        dead_letters: Path | str | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(name, types=types, categories=categories, policy=policy, **options)
-        if not callable(handler):
-            raise ProjectionConfigError("handler must be an async callable")
-        if policy is FailurePolicy.PARK and dead_letters is None:
-            raise ProjectionConfigError(
-                "the PARK policy needs a dead_letters file to record parked events in"
-            )
-        self.handler = handler
-        self.dead_letters = None if dead_letters is None else Path(dead_letters)
-
     async def _open_sink(self, store: EventStore, runtime: Any) -> Sink:
-        dead = None if self.dead_letters is None else _DeadLetters(self.dead_letters, self.name)
+        dead = self._dead_letter_table()
         if dead is not None:
             await anyio.to_thread.run_sync(dead.open)
         return _StoreSink(store, self.name, None, self.handler, dead)
