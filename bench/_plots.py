@@ -172,8 +172,10 @@ def write_report(directory: Path, meta: dict[str, Any], results: Sequence[Worklo
         "stream with `store.read_stream` (activate); *theirs*: the `eventsourcing`",
         "library on the same disk and durability). Rows suffixed `(gc_threshold=10000)`",
         "ran on a runtime built with that opt-in GC setting; the others on the default.",
-        "`lag` rows: commit (store commit listener) to read-model commit (projector",
-        "`wait_for`), one sample per event; they also appear in the latency plot.",
+        "`lag` rows, one sample per event from the store's commit (its commit listener):",
+        "`lag to read-model commit` ends at the read model's COMMIT (the projector's",
+        "`on_commit` hook, on its thread); `lag p50/p99/max` ends when a task awaiting",
+        "`wait_for` sees it (adds the event loop's delay). Both are in the latency plot.",
         "",
     ]
     for filename, title, draw in plots:

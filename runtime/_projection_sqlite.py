@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import structlog
 
 from runtime._projection_errors import ProjectionConfigError
 from runtime._projection_sqlite_file import (
@@ -31,6 +32,11 @@ __all__ = ["SQLiteProjector"]
 
 T = TypeVar("T")
 
+CommitHook = Callable[[int], None]
+"""``on_commit(position)``: a read-model transaction moved the checkpoint to ``position``."""
+
+_log = structlog.get_logger("runtime.projector")
+
 
 def _unused(conn: sqlite3.Connection, event: RecordedEvent) -> None:
     raise AssertionError("only the batch handler is used")
@@ -41,36 +47,76 @@ class _SQLiteSink(Sink):
 
     pipelines = True
 
-    def __init__(self, file: SQLiteFile) -> None:
+    def __init__(self, file: SQLiteFile, on_commit: CommitHook | None = None) -> None:
         self.file = file
+        # Set by the live projector only (a rebuild's copy gets it at the swap):
+        # see SQLiteProjector's ``on_commit``.
+        self.on_commit = on_commit
         self._worker = SinkWorker(f"read-model {file.path.name}")
+        # The checkpoint as last committed; touched on the worker thread only.
+        self._committed: int | None = None
+
+    def _committed_at(self, position: int) -> None:
+        """On the worker thread, after a COMMIT that left the checkpoint at ``position``."""
+        # None: a fresh generation opened without reading its checkpoint (0).
+        moved = position != self._committed
+        self._committed = position
+        hook = self.on_commit
+        if hook is None or not moved:
+            return
+        try:
+            hook(position)
+        except Exception:
+            # A broken observer must never stop the read model: the commit stands.
+            _log.warning("on_commit hook failed", read_model=self.file.name, exc_info=True)
+
+    def _checkpoint(self) -> int:
+        position = self.file.checkpoint()
+        self._committed = position
+        return position
+
+    def _apply(self, events: Sequence[RecordedEvent], position: int) -> None:
+        self.file.apply(events, position)  # raises (rolled back) before the hook
+        self._committed_at(position)
+
+    def _save(self, position: int) -> None:
+        self.file.save(position)
+        self._committed_at(position)
+
+    def _reset(self, position: int) -> None:
+        self.file.save(position)
+        self._committed = position  # an operator's move, not live progress: no hook
+
+    def _park(self, event: RecordedEvent, error: BaseException, attempts: int) -> None:
+        self.file.park(event, error, attempts)
+        self._committed_at(event.position)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._worker.call(fn, *args)
 
     async def checkpoint(self) -> int:
-        return await self._call(self.file.checkpoint)
+        return await self._call(self._checkpoint)
 
     async def apply(self, events: Sequence[RecordedEvent], position: int) -> None:
-        await self._call(self.file.apply, events, position)
+        await self._call(self._apply, events, position)
 
     def pipeline(
         self, events: Sequence[RecordedEvent], position: int, done: Callable[[bool, Any], None]
     ) -> bool:
-        self._worker.pipeline(self.file.apply, (events, position), done)
+        self._worker.pipeline(self._apply, (events, position), done)
         return True
 
     def rearm(self) -> None:
         self._worker.rearm()
 
     async def save(self, position: int) -> None:
-        await self._call(self.file.save, position)
+        await self._call(self._save, position)
 
     async def reset(self, position: int) -> None:
-        await self._call(self.file.save, position)
+        await self._call(self._reset, position)
 
     async def park(self, event: RecordedEvent, error: BaseException, attempts: int) -> None:
-        await self._call(self.file.park, event, error, attempts)
+        await self._call(self._park, event, error, attempts)
 
     async def parked(self) -> list[ParkedEvent]:
         return await self._call(self.file.parked)
@@ -110,6 +156,15 @@ class SQLiteProjector(Projector):
         types: Only events of these type names (None: all).
         categories: Only events of these stream categories (None: all).
         policy: STOP or PARK once an event failed ``max_attempts`` times.
+        on_commit: ``on_commit(position)`` is called on the read model's own
+            thread right after each live transaction that moved the
+            checkpoint has COMMITTED (a batch, pipelined or not, during
+            catch-up or live; a checkpoint-only save; a park), with the new
+            checkpoint, before the event loop hears of it. Not called for a
+            rolled-back batch, for :meth:`reset`, or while :meth:`rebuild`
+            writes its copy (the copy's first commit after the swap calls
+            it). It must be quick and thread-safe; an exception it raises
+            is logged and swallowed and never stops the projector.
         **options: ``max_attempts``, ``retry_backoff``, ``max_backoff``,
             ``batch_size``, ``checkpoint_interval`` (see :class:`Projector`).
     """
@@ -125,6 +180,7 @@ class SQLiteProjector(Projector):
         types: Collection[str] | None = None,
         categories: Collection[str] | None = None,
         policy: FailurePolicy = FailurePolicy.STOP,
+        on_commit: CommitHook | None = None,
         **options: Any,
     ) -> None:
         super().__init__(name, types=types, categories=categories, policy=policy, **options)
@@ -135,10 +191,13 @@ class SQLiteProjector(Projector):
         for fn in (handler, batch_handler):
             if fn is not None and not callable(fn):
                 raise ProjectionConfigError(f"handlers must be callable, not {fn!r}")
+        if on_commit is not None and not callable(on_commit):
+            raise ProjectionConfigError(f"on_commit must be callable, not {on_commit!r}")
         self.directory = Path(directory)
         self.schema = schema
         self.handler = handler
         self.batch_handler = batch_handler
+        self.on_commit = on_commit
         self._generation = 0
         self._query_conn: sqlite3.Connection | None = None
         self._query_generation = -1
@@ -187,7 +246,7 @@ class SQLiteProjector(Projector):
 
     async def _open_sink(self, store: EventStore, runtime: Any) -> Sink:
         file = await anyio.to_thread.run_sync(self._prepare)
-        return _SQLiteSink(file)
+        return _SQLiteSink(file, self.on_commit)
 
     async def _reset_sink(self, sink: Sink, position: int) -> Sink:
         if position != 0:
@@ -202,6 +261,9 @@ class SQLiteProjector(Projector):
     async def _swap(self, sink: Sink, fresh: _SQLiteSink) -> Sink:
         """Make ``fresh`` the live generation (the caller holds the projector's lock)."""
         assert isinstance(sink, _SQLiteSink)
+        # The copy becomes the live read model: from now on its commits are
+        # live progress (set before its worker runs another live batch).
+        fresh.on_commit = self.on_commit
         old = sink.file
         generation = int(fresh.file.path.name.removeprefix(f"{self.name}.").removesuffix(".sqlite"))
         with anyio.CancelScope(shield=True):

@@ -71,8 +71,12 @@ EXPECTED = {
         "c=10 lag p50": "ms",
         "c=10 lag p99": "ms",
         "c=10 lag max": "ms",
+        "c=10 lag to read-model commit p50": "ms",
+        "c=10 lag to read-model commit p99": "ms",
         "c=10 write load": "commands/s",
         "c=10 lag p99 (gc_threshold=10000)": "ms",
+        "c=10 lag to read-model commit p50 (gc_threshold=10000)": "ms",
+        "c=10 lag to read-model commit p99 (gc_threshold=10000)": "ms",
         "c=10 write load (gc_threshold=10000)": "commands/s",
     },
 }
@@ -354,14 +358,18 @@ def test_rebuild_progress_series_climbs_to_the_head(smoke_run: dict[str, Any]) -
 def test_lag_has_one_sample_per_deposit_and_an_exact_read_model(
     smoke_run: dict[str, Any],
 ) -> None:
-    """Lag is recorded once per deposit event, and the read model saw each exactly once."""
+    """Both lags are recorded once per deposit event; the read model saw each exactly once."""
     result = _results(smoke_run)["lag"]
     sizes = WORKLOADS["lag"].sizes["smoke"]
-    deposits = 0
-    for callers, total in sizes["levels"]:
-        assert result["info"][f"c={callers}"]["samples"] == total
-        assert result["info"][f"c={callers}"]["store_commits"] >= 1
-        deposits += total
+    runs = [(f"c={c}", total) for c, total in sizes["levels"]]
+    runs += [(f"c={c} (gc_threshold=10000)", total) for c, total in sizes["gc_levels"]]
+    for key, total in runs:
+        counts = result["info"][key]
+        assert counts["samples"] == total
+        assert counts["read_model_commit_samples"] == total
+        assert counts["store_commits"] >= 1
+        assert counts["read_model_commits"] >= 1
+    deposits = sum(total for _c, total in sizes["levels"])
     accounts = sizes["accounts"]
     expected = {"accounts": accounts, "events": accounts + deposits, "total": 5 * deposits}
     assert result["info"]["read_model"] == expected
