@@ -31,7 +31,7 @@ taken once per batch, not per append.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -39,7 +39,7 @@ import anyio
 import asyncpg
 import structlog
 
-from stores._base import DEFAULT_PAGE_SIZE, ConsumerTransaction, EventStore
+from stores._base import ConsumerTransaction, EventStore
 from stores._codec import (
     DEFAULT_MAX_EVENT_BYTES,
     decode,
@@ -48,19 +48,18 @@ from stores._codec import (
     validate_stream,
 )
 from stores._errors import CorruptSnapshot, StoreClosed, StoreUnavailable
-from stores._postgres_batch import Pending, Plan, command_from_row, event_from_row
+from stores._postgres_batch import Pending, Plan
 from stores._postgres_consumer import consumer_transaction
 from stores._postgres_errors import DRIVER_ERRORS, RETRYABLE
 from stores._postgres_listen import HeadWatcher
+from stores._postgres_reads import PostgresReads
 from stores._postgres_sql import Statements, check_text, migrate, quote_ident
 from stores._postgres_writer import BatchWriter
 from stores._types import (
     ANY,
     AppendResult,
-    CommandRecord,
     ExpectedVersion,
     NewEvent,
-    RecordedEvent,
     Snapshot,
     StoreStatistics,
 )
@@ -70,7 +69,7 @@ __all__ = ["PostgresStore"]
 _log = structlog.get_logger("stores.postgres")
 
 
-class PostgresStore(EventStore):
+class PostgresStore(PostgresReads, EventStore):
     """An event store in a PostgreSQL schema, safe for writers in many processes.
 
     ``async with PostgresStore(dsn) as store:`` opens a connection pool
@@ -335,77 +334,6 @@ class PostgresStore(EventStore):
         self._watcher.saw_head(plan.head)
         if self._commit_listeners:  # build RecordedEvents only for a listener
             self._announce(plan.recorded())
-
-    # -- reading -----------------------------------------------------------
-
-    async def read_stream(
-        self,
-        stream: str,
-        from_version: int = 1,
-        to_version: int | None = None,
-        *,
-        backwards: bool = False,
-        limit: int | None = None,
-    ) -> list[RecordedEvent]:
-        """Read a stream's events in a version range (see :meth:`EventStore.read_stream`)."""
-        self._check_open()
-        validate_stream(stream)
-        query = self._sql.read_stream_back if backwards else self._sql.read_stream_fwd
-        top = 2**62 if to_version is None else to_version
-        count = None if limit is None else max(limit, 0)  # LIMIT NULL: no limit
-        rows = await self._call("fetch", query, stream, from_version, top, count)
-        return [event_from_row(r) for r in rows]
-
-    async def read_all(
-        self,
-        after: int = 0,
-        limit: int = DEFAULT_PAGE_SIZE,
-        *,
-        types: Collection[str] | None = None,
-        categories: Collection[str] | None = None,
-    ) -> list[RecordedEvent]:
-        """Read events after a position, filtered (see :meth:`EventStore.read_all`)."""
-        self._check_open()
-        if limit <= 0:
-            return []
-        type_list = None if types is None else list(types)
-        category_list = None if categories is None else list(categories)
-        rows = await self._call("fetch", self._sql.read_all, after, limit, type_list, category_list)
-        return [event_from_row(r) for r in rows]
-
-    async def head(self) -> int:
-        """The last committed global position (0 when the log is empty)."""
-        return int(await self._call("fetchval", self._sql.head))
-
-    async def stream_version(self, stream: str) -> int:
-        """A stream's current version (0 when missing)."""
-        self._check_open()
-        validate_stream(stream)
-        return int(await self._call("fetchval", self._sql.stream_version, stream) or 0)
-
-    async def find_command(self, command_id: str) -> CommandRecord | None:
-        """The recorded outcome of a command id, or None."""
-        check_text(command_id, "command id")
-        row = await self._call("fetchrow", self._sql.find_command, command_id)
-        return None if row is None else command_from_row(row)
-
-    # The timeout is part of the answer (the last head seen), not an error, so
-    # a caller's fail_after would not fit.
-    async def wait_for_head(self, after: int, timeout: float) -> int:  # noqa: ASYNC109
-        """Wait until the head passes ``after`` (committed by any process), or ``timeout``.
-
-        Woken by LISTEN/NOTIFY; re-reads the head every ``poll_interval``
-        as a safety net for a missed notification (e.g. while reconnecting).
-        While the LISTEN connection is up, repeated short waits (the event
-        bus's pattern) run no query in between.
-
-        Returns:
-            The head: greater than ``after``, unless the timeout expired (then
-            the last head seen, which may be stale by up to ``poll_interval``).
-        """
-        self._check_open()
-        assert self._watcher is not None
-        return await self._watcher.wait(after, timeout)
 
     # -- snapshots ---------------------------------------------------------
 

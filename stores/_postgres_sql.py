@@ -168,6 +168,7 @@ class Statements:
     write_batch: str
     read_stream_fwd: str
     read_stream_back: str
+    read_payloads: str
     read_all: str
     head: str
     stream_version: str
@@ -229,6 +230,12 @@ class Statements:
             read_stream_back=(
                 f"SELECT {cols} FROM {s}.events WHERE stream = $1 AND version >= $2"
                 f" AND version <= $3 ORDER BY version DESC LIMIT $4"
+            ),
+            # The replay read: only the four columns activation uses (no
+            # position, metadata, event id or time to transfer and decode).
+            read_payloads=(
+                f"SELECT version, type, schema_version, data FROM {s}.events"
+                f" WHERE stream = $1 AND version >= $2 AND version <= $3 ORDER BY version LIMIT $4"
             ),
             read_all=(
                 f"SELECT {cols} FROM {s}.events WHERE position > $1"
