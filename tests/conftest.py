@@ -46,3 +46,12 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         from tests import pg
 
         await pg.drop_store(backend)
+
+
+@pytest.fixture
+async def pg_store() -> AsyncIterator[EventStore]:
+    """An open PostgresStore in a fresh schema, dropped afterwards."""
+    from tests import pg
+
+    async with pg.opened_store() as opened:
+        yield opened

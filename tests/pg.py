@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from stores import NewEvent
+
 if TYPE_CHECKING:
     from stores import EventStore, PostgresStore
 
@@ -101,3 +103,8 @@ async def terminate_backends(schema: str) -> int:
         f"actorsourcing/{schema}"[:63],
     )
     return len(rows)
+
+
+def ev(i: int = 0) -> NewEvent:
+    """A small test event."""
+    return NewEvent("Test.Happened", {"i": i})

@@ -10,6 +10,7 @@ Run as ``python -m tests.runtime_child MODE DB ...``:
 
 from __future__ import annotations
 
+import collections
 import random
 import sys
 from collections.abc import Callable
@@ -217,6 +218,28 @@ async def _post(db: str, prefix: str) -> None:
         async with anyio.create_task_group() as tg:
             for w in range(20):
                 tg.start_soon(worker, w)
+
+
+def tally_deposits(children: list[Any]) -> tuple[collections.Counter[str], int, int]:
+    """Wait for depositor children; sum their "ok ACCOUNT AMOUNT" and "conflicts N" lines.
+
+    Returns:
+        The acknowledged amount per account, the number of acknowledged
+        deposits, and the conflicts the children retried.
+    """
+    expected: collections.Counter[str] = collections.Counter()
+    acked = conflicts = 0
+    for child in children:
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        for line in out.splitlines():
+            word, *rest = line.split()
+            if word == "ok":
+                expected[rest[0]] += int(rest[1])
+                acked += 1
+            elif word == "conflicts":
+                conflicts += int(rest[0])
+    return expected, acked, conflicts
 
 
 def main(argv: list[str]) -> None:

@@ -4,7 +4,6 @@ processes, reconnects, timeouts, a frozen writer, LISTEN/NOTIFY."""
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -12,29 +11,16 @@ import asyncpg
 import pytest
 
 from stores import (
-    NewEvent,
     PostgresStore,
     StoreClosed,
     StoreUnavailable,
 )
 from tests import pg
-from tests.pg import terminate_backends
+from tests.pg import ev, terminate_backends
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def ev(i: int = 0) -> NewEvent:
-    """A small test event."""
-    return NewEvent("Test.Happened", {"i": i})
-
-
-@pytest.fixture
-async def pg_store() -> AsyncIterator[PostgresStore]:
-    """An open PostgresStore in a fresh schema, dropped afterwards."""
-    async with pg.opened_store() as store:
-        yield store
 
 
 # -- global order ----------------------------------------------------------

@@ -18,6 +18,7 @@ from runtime import Address, ProjectionEngine, Runtime
 from stores import ANY, NewEvent, PostgresStore, RecordedEvent
 from tests import pg
 from tests.pg_runtime_child import balances_projector, create_tables, read_model
+from tests.runtime_child import tally_deposits
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
 
@@ -84,18 +85,7 @@ async def test_two_runtime_processes_lose_no_update_and_a_third_projects_exactly
             assert child.stdin is not None
             child.stdin.write("go\n")
             child.stdin.flush()
-        expected: collections.Counter[str] = collections.Counter()
-        acked = conflicts = 0
-        for child in depositors:
-            out, err = child.communicate(timeout=60)
-            assert child.returncode == 0, err
-            for line in out.splitlines():
-                word, *rest = line.split()
-                if word == "ok":
-                    expected[rest[0]] += int(rest[1])
-                    acked += 1
-                elif word == "conflicts":
-                    conflicts += int(rest[0])
+        expected, acked, conflicts = tally_deposits(depositors)
         assert acked == 600  # max_retries=100: every deposit got through
         assert conflicts > 0  # the processes really raced on the same streams
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -26,23 +25,11 @@ from stores import (
     StoreUnavailable,
 )
 from tests import pg
-from tests.pg import admin
+from tests.pg import admin, ev
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def ev(i: int = 0) -> NewEvent:
-    """A small test event."""
-    return NewEvent("Test.Happened", {"i": i})
-
-
-@pytest.fixture
-async def pg_store() -> AsyncIterator[PostgresStore]:
-    """An open PostgresStore in a fresh schema, dropped afterwards."""
-    async with pg.opened_store() as store:
-        yield store
 
 
 # -- conflicts ---------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from aggregates.examples.bank import Account, Deposit, GetBalance, Open
 from runtime import Address, Runtime
 from stores import SQLiteStore
-from tests.runtime_child import Append, Dump, Ledger, Post, SnapSeq
+from tests.runtime_child import Append, Dump, Ledger, Post, SnapSeq, tally_deposits
 
 pytestmark = pytest.mark.anyio
 
@@ -87,18 +87,7 @@ async def _run_depositors(tmp_path: Path, children: list[subprocess.Popen[str]],
             pass
         assert line, "child exited before it was ready"
     (tmp_path / "events.db.go").touch()  # both start depositing together
-    expected: collections.Counter[str] = collections.Counter()
-    acked = conflicts = 0
-    for child in children:
-        out, err = child.communicate(timeout=60)
-        assert child.returncode == 0, err
-        for line in out.splitlines():
-            word, *rest = line.split()
-            if word == "ok":
-                expected[rest[0]] += int(rest[1])
-                acked += 1
-            elif word == "conflicts":
-                conflicts += int(rest[0])
+    expected, acked, conflicts = tally_deposits(children)
     assert acked > 500  # nearly all 600 deposits got through despite the conflicts
     assert conflicts > 0  # the two processes really did write to the same streams at once
     async with Runtime(aggregates=[Account], path=db) as rt:
