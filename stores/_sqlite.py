@@ -251,11 +251,11 @@ class SQLiteStore(SQLiteReads, EventStore):
         reply_bytes = encode_value(reply, "command reply") if command_id is not None else b"null"
         writer = self._writer
         assert writer is not None
-        future: asyncio.Future[AppendResult] = writer.loop.create_future()
-        writer.submit(AppendRequest(stream, encoded, expected, command_id, reply_bytes, future))
-        # Cancelling this await cancels only the future: the writer still
-        # commits (or drops, if it had not taken it yet) the whole append.
-        return await future
+        request = AppendRequest(stream, encoded, expected, command_id, reply_bytes, writer.loop)
+        writer.submit(request)
+        # Cancelling this await cancels only the request (a future): the writer
+        # still commits (or drops, if it had not taken it yet) the whole append.
+        return await request
 
     async def _write_aux(self, sql: str, params: Sequence[Any]) -> None:
         """Run one autocommit write (snapshot, checkpoint) on the writer's thread.

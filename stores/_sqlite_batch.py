@@ -128,10 +128,18 @@ def _append_result(stream: str, version: int, positions: range, at: datetime) ->
     return result
 
 
-class AppendRequest:
-    """One caller's append, validated and encoded, waiting for the writer."""
+class AppendRequest(asyncio.Future[AppendResult]):
+    """One caller's append, validated and encoded, waiting for the writer.
 
-    __slots__ = ("command_id", "events", "expected", "future", "outcome", "reply", "stream")
+    The request is itself the future its caller awaits (resolved after its
+    batch's COMMIT): one GC-tracked object per append instead of a request
+    plus a separate future. With a thousand appends in flight, every tracked
+    object they hold across the await adds to the cyclic GC's young
+    generation and gets promoted with it, so one fewer per append means
+    fewer and smaller collections.
+    """
+
+    __slots__ = ("command_id", "events", "expected", "outcome", "reply", "stream")
 
     def __init__(
         self,
@@ -140,14 +148,14 @@ class AppendRequest:
         expected: int,
         command_id: str | None,
         reply: bytes,
-        future: asyncio.Future[AppendResult],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
+        super().__init__(loop=loop)
         self.stream = stream
         self.events = events
         self.expected = expected
         self.command_id = command_id
         self.reply = reply
-        self.future = future
         self.outcome: AppendResult | StoreError | None = None
 
 

@@ -1,7 +1,7 @@
 """The group-commit writer of :class:`SQLiteStore`: one task, one thread, one connection.
 
-Callers put encoded appends on a deque and await a plain asyncio future (an
-anyio stream costs ~5 us a message, DESIGN.md). Batches go to
+Callers put encoded appends on a deque and await them: each request is itself a
+plain asyncio future (an anyio stream costs ~5 us a message, DESIGN.md). Batches go to
 :func:`write_batch` on a dedicated thread that owns the write connection: one
 thread hop and one transaction per batch, however many appends it holds. A
 long-lived task starts the pipeline when it is idle; from then on each batch's
@@ -82,8 +82,8 @@ class GroupCommitWriter:
         """Fail every queued append with StoreClosed (when the writer cannot run them)."""
         while self._pending:
             req = self._pending.popleft()
-            if not req.future.done():
-                req.future.set_exception(StoreClosed(message))
+            if not req.done():
+                req.set_exception(StoreClosed(message))
 
     def statistics(self) -> StoreStatistics:
         """An immutable snapshot of the writer's counters."""
@@ -128,7 +128,7 @@ class GroupCommitWriter:
             take()
             # A caller cancelled before its append reached a batch: drop it
             # (absent, never half-written).
-            if not req.future.done():
+            if not req.done():
                 add(req)
                 n_events += n
                 limit -= 1
@@ -140,8 +140,8 @@ class GroupCommitWriter:
             self._executor.submit(self._run_batch, batch)
         except RuntimeError as exc:  # the executor was shut down: nothing will run
             for req in batch:
-                if not req.future.done():
-                    req.future.set_exception(StoreClosed(f"the store's writer stopped: {exc}"))
+                if not req.done():
+                    req.set_exception(StoreClosed(f"the store's writer stopped: {exc}"))
             return
         self._inflight = True
         self._idle.clear()
@@ -210,10 +210,10 @@ class GroupCommitWriter:
             # own StoreUnavailable, chained to the driver's error.
             cause = outcome.__cause__ if isinstance(outcome, StoreUnavailable) else outcome
             for req in batch:
-                if not req.future.done():
+                if not req.done():
                     err = StoreUnavailable(str(outcome))
                     err.__cause__ = cause
-                    req.future.set_exception(err)
+                    req.set_exception(err)
             return
         if outcome is not None:
             committed = [req for req in batch if type(req.outcome) is AppendResult]
@@ -228,15 +228,14 @@ class GroupCommitWriter:
                 self._announce(recorded_events(committed, outcome))
         for req in batch:
             result = req.outcome
-            future = req.future
             if isinstance(result, AppendResult):
-                if not future.done():
-                    future.set_result(result)
+                if not req.done():
+                    req.set_result(result)
             elif result is not None:
                 if isinstance(result, ConcurrencyError):
                     self._conflicts += 1
-                if not future.done():
-                    future.set_exception(result)
+                if not req.done():
+                    req.set_exception(result)
 
 
 def recorded_events(committed: list[AppendRequest], at_us: int) -> list[RecordedEvent]:
