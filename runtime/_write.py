@@ -41,6 +41,7 @@ _log = structlog.get_logger("runtime")
 # data matches what a read of the log returns.
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _NO_POSITIONS = range(0)
+_BASE_HANDLE = Aggregate.handle
 _bits = random.SystemRandom().getrandbits(64)
 _rng = random.Random(_bits)
 # RFC 4122 version 4: version nibble 0100 (bits 76-79), variant 10 (bits 62-63).
@@ -180,7 +181,10 @@ class WritePath:
                     if record is not None:
                         return await self._replayed(actor, record)
                 return Outcome(actor.address, (), actor.version, _NO_POSITIONS, value)
+            # The handler's fresh list becomes the NewEvent list (each NewEvent's
+            # data is the event itself): one list fewer held across the append.
             new = self._encode(state, events, msg)
+            del events
             expected = actor.version
             try:
                 result = await store.append(
@@ -211,7 +215,7 @@ class WritePath:
                     await self._catch_up(actor)
                 return await self._replayed(actor, dup)
             break
-        self._apply(actor, state, events, result.positions, result.version)
+        self._apply(actor, state, new, result.positions, result.version)
         # The store's commit time when it reports one; else the reply time, within
         # milliseconds of the commit (a read of the log returns the store's own).
         at = result.recorded_at
@@ -226,10 +230,16 @@ class WritePath:
         )
 
     def _encode(self, state: Aggregate, events: list[Any], msg: Message) -> list[NewEvent]:
+        """Turn ``events`` into NewEvents in place and return the same list.
+
+        ``Aggregate.handle`` returns a fresh list (never the handler's own),
+        so reusing it spares a list per command for the cyclic GC to track.
+        """
         known = self._known
         meta = msg.metadata()
-        new: list[NewEvent] = []
-        for event in events:
+        # An aggregate that overrides handle may return a list it keeps: copy that one.
+        new: list[Any] = events if type(state).handle is _BASE_HANDLE else list(events)
+        for i, event in enumerate(events):
             cls = type(event)
             if cls not in known:
                 raise InvalidHandlerResult(
@@ -237,19 +247,17 @@ class WritePath:
                     f"returned a {cls.__qualname__}, which is not in the event registry "
                     "(add an @applies method for it or register it)"
                 )
-            new.append(
-                NewEvent(cls.__event_type__, event, meta, cls.__schema_version__, _event_id())
-            )
+            new[i] = NewEvent(cls.__event_type__, event, meta, cls.__schema_version__, _event_id())
         return new
 
     def _apply(
-        self, actor: Actor, state: Aggregate, events: list[Any], positions: range, version: int
+        self, actor: Actor, state: Aggregate, events: list[NewEvent], positions: range, version: int
     ) -> None:
         """Fold just-committed events in; an applier that fails on one is a bug: reset."""
         i = 0
         try:
             for i, event in enumerate(events):  # noqa: B007 - i names the failing event
-                state.apply(event)
+                state.apply(event.data)
         except Exception:
             actor.state = None
             actor.version = 0

@@ -131,3 +131,27 @@ async def test_sqlite_outcome_survives_the_runtime(tmp_path: Path) -> None:
     assert [(e.type, e.data, e.version, e.position) for e in out.events] == [
         ("Account.Opened", {"owner": "ann"}, 1, 1)
     ]
+
+
+class KeepsItsEvents(Account, category="KeepsItsEvents"):
+    """An aggregate whose handle override returns a list it keeps."""
+
+    kept: list[object]
+
+    def handle(self, command: object) -> tuple[list[object], object]:  # type: ignore[override]
+        events, value = super().handle(command)  # type: ignore[arg-type]
+        self.kept = events
+        return events, value
+
+
+async def test_overridden_handle_keeps_its_own_list_of_events() -> None:
+    """The runtime reuses only Aggregate.handle's fresh list: an override's stays untouched."""
+    address = Address("KeepsItsEvents", "1")
+    async with Runtime(aggregates=[KeepsItsEvents], store=MemoryStore()) as rt:
+        out = await rt.ask(address, Open(owner="ann"))
+        actor = rt._directory.get(address)
+    assert out.version == 1
+    assert actor is not None
+    assert actor.state is not None
+    kept = actor.state.kept  # type: ignore[attr-defined]
+    assert [type(e).__name__ for e in kept] == ["AccountOpened"]
