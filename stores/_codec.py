@@ -123,19 +123,16 @@ def encode_value(value: Any, what: str) -> bytes:
         raise SerializationError(f"cannot encode {bad} as JSON: {exc}") from exc
 
 
-class EncodedEvent:
-    """An event validated and encoded, ready for a backend to insert."""
+EncodedEvent = tuple[str, bytes, bytes, int, str]
+"""An event validated and encoded, ready for a backend to insert:
+``(type, data, metadata, schema_version, event_id)``.
 
-    __slots__ = ("data", "event_id", "metadata", "schema_version", "type")
-
-    def __init__(
-        self, type: str, data: bytes, metadata: bytes, schema_version: int, event_id: str
-    ) -> None:
-        self.type = type
-        self.data = data
-        self.metadata = metadata
-        self.schema_version = schema_version
-        self.event_id = event_id
+A plain tuple, not a class: it holds only strings, bytes and an int, so
+CPython's cyclic GC untracks it at the first collection it survives
+(``_PyTuple_MaybeUntrack``; exact tuples only, not subclasses such as a
+NamedTuple) instead of promoting it with every append still waiting for its
+commit. Building one is also cheaper than calling an ``__init__``.
+"""
 
 
 def encode_events(events: Sequence[NewEvent], max_event_bytes: int) -> list[EncodedEvent]:
@@ -167,7 +164,7 @@ def encode_events(events: Sequence[NewEvent], max_event_bytes: int) -> list[Enco
         size = len(data) + len(meta)
         if size > max_event_bytes:
             raise PayloadTooLarge(name, size, max_event_bytes)
-        out.append(EncodedEvent(name, data, meta, schema_version, ev.event_id or new_event_id()))
+        out.append((name, data, meta, schema_version, ev.event_id or new_event_id()))
     return out
 
 

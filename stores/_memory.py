@@ -165,14 +165,14 @@ class MemoryStore(EventStore):
                 position=first + i,
                 stream=stream,
                 version=current + 1 + i,
-                type=ev.type,
-                data=decode(ev.data),
-                metadata=decode(ev.metadata),
-                schema_version=ev.schema_version,
-                event_id=ev.event_id,
+                type=type_,
+                data=decode(data),
+                metadata=decode(metadata),
+                schema_version=schema_version,
+                event_id=event_id,
                 recorded_at=recorded_at,
             )
-            for i, ev in enumerate(encoded)
+            for i, (type_, data, metadata, schema_version, event_id) in enumerate(encoded)
         ]
         self._log.extend(recorded)
         self._streams.setdefault(stream, []).extend(recorded)

@@ -315,9 +315,9 @@ class PostgresStore(PostgresReads, EventStore):
             row = await self._call("fetchrow", self._empty_append_sql(), stream)
             return AppendResult(stream, row[0], range(row[1] + 1, row[1] + 1))
         encoded = encode_events(events, self._max_event_bytes)
-        for e in encoded:
-            check_text(e.type, "event type")
-            check_text(e.event_id, "event id")
+        for type_, _, _, _, event_id in encoded:
+            check_text(type_, "event type")
+            check_text(event_id, "event id")
         reply_bytes = None if reply is None else encode_value(reply, "command reply")
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         assert self._writer is not None

@@ -138,13 +138,10 @@ def plan_batch(
             plan.rejected.append(p)
             continue
         first = position + 1
-        for ev in p.events:
+        for type_, data, metadata, schema_version, event_id in p.events:
             position += 1
             version += 1
-            add_row(
-                (position, stream, version, ev.type, ev.data, ev.metadata,
-                 ev.schema_version, ev.event_id)
-            )  # fmt: skip
+            add_row((position, stream, version, type_, data, metadata, schema_version, event_id))
         current[stream] = touched[stream] = version
         positions = range(first, position + 1)
         p.result = AppendResult(stream, version, positions, at)

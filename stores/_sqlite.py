@@ -242,12 +242,12 @@ class SQLiteStore(SQLiteReads, EventStore):
             return AppendResult(stream, version, range(head + 1, head + 1))
         # Encode in the caller's task: bad input fails alone, nothing queued.
         encoded = encode_events(events, self._max_event_bytes)
-        for e in encoded:
+        for type_, _, _, _, event_id in encoded:
             # str.isascii() is O(1) (CPython caches it): most names skip the check.
-            if not e.type.isascii():
-                _check_text(e.type, "event type")
-            if not e.event_id.isascii():
-                _check_text(e.event_id, "event id")
+            if not type_.isascii():
+                _check_text(type_, "event type")
+            if not event_id.isascii():
+                _check_text(event_id, "event id")
         reply_bytes = encode_value(reply, "command reply") if command_id is not None else b"null"
         writer = self._writer
         assert writer is not None

@@ -230,7 +230,7 @@ def _attempt(conn: sqlite3.Connection, batch: list[AppendRequest]) -> int | None
                 sid = ids[stream] = next_id
                 new_streams += (sid, stream, category_of(stream))
             first = position + 1
-            for ev in req.events:
+            for type_, data, metadata, schema_version, event_id in req.events:
                 position += 1
                 version += 1
                 add_values(
@@ -238,11 +238,11 @@ def _attempt(conn: sqlite3.Connection, batch: list[AppendRequest]) -> int | None
                         position,
                         sid,
                         version,
-                        ev.type,
-                        ev.data,
-                        ev.metadata,
-                        ev.schema_version,
-                        ev.event_id,
+                        type_,
+                        data,
+                        metadata,
+                        schema_version,
+                        event_id,
                         now_us,
                     )
                 )

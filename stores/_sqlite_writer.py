@@ -248,18 +248,20 @@ def recorded_events(committed: list[AppendRequest], at_us: int) -> list[Recorded
         result = req.outcome
         assert isinstance(result, AppendResult)
         version = result.version - len(req.events)
-        for position, ev in zip(result.positions, req.events, strict=True):
+        for position, (type_, data, metadata, schema_version, event_id) in zip(
+            result.positions, req.events, strict=True
+        ):
             version += 1
             out.append(
                 recorded_event(
                     position,
                     req.stream,
                     version,
-                    ev.type,
-                    loads(ev.data),
-                    loads(ev.metadata) if ev.metadata != empty else {},
-                    ev.schema_version,
-                    ev.event_id,
+                    type_,
+                    loads(data),
+                    loads(metadata) if metadata != empty else {},
+                    schema_version,
+                    event_id,
                     at,
                 )
             )

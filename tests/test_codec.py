@@ -143,10 +143,11 @@ def test_encode_events_keeps_fields_and_generates_ids() -> None:
         ],
         1000,
     )
-    assert (given.type, given.schema_version, given.event_id) == ("A", 3, "id-1")
-    assert (decode(given.data), decode(given.metadata)) == ({"x": 1}, {"m": 2})
-    assert decode(generated.metadata) == {}
-    assert uuid.UUID(generated.event_id).version == 4
+    type_, data, metadata, schema_version, event_id = given
+    assert (type_, schema_version, event_id) == ("A", 3, "id-1")
+    assert (decode(data), decode(metadata)) == ({"x": 1}, {"m": 2})
+    assert decode(generated[2]) == {}
+    assert uuid.UUID(generated[4]).version == 4
 
 
 def test_new_event_ids_are_distinct_uuid4() -> None:
@@ -167,8 +168,8 @@ def _event_of_size(size: int) -> NewEvent:
 
 def test_event_at_the_limit_is_accepted() -> None:
     """An event of exactly max_event_bytes encodes."""
-    (encoded,) = encode_events([_event_of_size(200)], 200)
-    assert len(encoded.data) + len(encoded.metadata) == 200
+    ((_, data, metadata, _, _),) = encode_events([_event_of_size(200)], 200)
+    assert len(data) + len(metadata) == 200
 
 
 def test_event_over_the_limit_raises_payload_too_large() -> None:
