@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from stores._errors import InvalidStreamName, PayloadTooLarge, SerializationError
-from stores._types import NewEvent
+from stores._types import ANY, NewEvent
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -20,6 +20,8 @@ __all__ = [
     "encode_events",
     "encode_value",
     "new_event_id",
+    "check_append_args",
+    "check_unicode",
     "validate_stream",
 ]
 
@@ -67,6 +69,38 @@ def _forget_ids() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_ids)
+
+
+def check_unicode(value: str, what: str) -> str:
+    """Return ``value`` if UTF-8 can encode it (no lone surrogates), else raise.
+
+    Checked in the caller's task, so one append's bad text fails alone
+    instead of its writer's whole batch.
+
+    Raises:
+        SerializationError: ``value`` holds a lone surrogate.
+    """
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise SerializationError(f"{what} {value!r} is not valid Unicode: {exc}") from exc
+    return value
+
+
+def check_append_args(expected_version: object, command_id: object) -> None:
+    """Validate ``append``'s ``expected_version`` and ``command_id`` arguments.
+
+    Raises:
+        TypeError: ``expected_version`` is not an int >= 0 or ``ANY``, or
+            ``command_id`` is not a str or None.
+        SerializationError: ``command_id`` is not valid Unicode.
+    """
+    if expected_version is not ANY and (type(expected_version) is not int or expected_version < 0):
+        raise TypeError(f"expected_version must be an int >= 0 or ANY, not {expected_version!r}")
+    if command_id is not None:
+        if not isinstance(command_id, str):
+            raise TypeError(f"command_id must be a str or None, not {command_id!r}")
+        check_unicode(command_id, "command id")
 
 
 def new_event_id() -> str:

@@ -42,6 +42,7 @@ import structlog
 from stores._base import ConsumerTransaction, EventStore
 from stores._codec import (
     DEFAULT_MAX_EVENT_BYTES,
+    check_append_args,
     decode,
     encode_events,
     encode_value,
@@ -56,7 +57,6 @@ from stores._postgres_reads import PostgresReads
 from stores._postgres_sql import Statements, check_text, migrate, quote_ident
 from stores._postgres_writer import BatchWriter
 from stores._types import (
-    ANY,
     AppendResult,
     ExpectedVersion,
     NewEvent,
@@ -301,16 +301,9 @@ class PostgresStore(PostgresReads, EventStore):
         """
         self._check_open()
         validate_stream(stream)
-        if expected_version is not ANY and (
-            type(expected_version) is not int or expected_version < 0
-        ):
-            raise TypeError(
-                f"expected_version must be an int >= 0 or ANY, not {expected_version!r}"
-            )
+        check_append_args(expected_version, command_id)
         if command_id is not None:
-            if not isinstance(command_id, str):
-                raise TypeError(f"command_id must be a str or None, not {command_id!r}")
-            check_text(command_id, "command id")
+            check_text(command_id, "command id")  # PostgreSQL text: no NUL either
         if not events:
             row = await self._call("fetchrow", self._empty_append_sql(), stream)
             return AppendResult(stream, row[0], range(row[1] + 1, row[1] + 1))

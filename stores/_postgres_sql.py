@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from stores._codec import check_unicode
 from stores._errors import SerializationError, StoreUnavailable
 
 __all__ = [
@@ -42,11 +43,7 @@ def check_text(value: str, what: str) -> str:
     """
     if "\x00" in value:
         raise SerializationError(f"{what} {value!r} holds a NUL character")
-    try:
-        value.encode()
-    except UnicodeEncodeError as exc:
-        raise SerializationError(f"{what} {value!r} is not valid Unicode: {exc}") from exc
-    return value
+    return check_unicode(value, what)
 
 
 # Forward-only migrations: MIGRATIONS[i] brings the schema from version i to

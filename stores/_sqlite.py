@@ -15,8 +15,15 @@ import aiosqlite
 import anyio
 
 from stores._base import ConsumerTransaction, EventStore
-from stores._codec import DEFAULT_MAX_EVENT_BYTES, encode_events, encode_value, validate_stream
-from stores._errors import SerializationError, StoreClosed, StoreUnavailable
+from stores._codec import (
+    DEFAULT_MAX_EVENT_BYTES,
+    check_append_args,
+    check_unicode,
+    encode_events,
+    encode_value,
+    validate_stream,
+)
+from stores._errors import StoreClosed, StoreUnavailable
 from stores._sqlite_batch import ANY_VERSION, AppendRequest
 from stores._sqlite_consumer import SET_CHECKPOINT_SQL, consumer_transaction
 from stores._sqlite_reads import VERSION_OF, SQLiteReads
@@ -224,18 +231,8 @@ class SQLiteStore(SQLiteReads, EventStore):
         if self._state != "open":
             self._check_open()
         validate_stream(stream)
-        if type(expected_version) is int and expected_version >= 0:
-            expected = expected_version
-        elif expected_version is ANY:
-            expected = ANY_VERSION
-        else:
-            raise TypeError(
-                f"expected_version must be an int >= 0 or ANY, not {expected_version!r}"
-            )
-        if command_id is not None:
-            if not isinstance(command_id, str):
-                raise TypeError(f"command_id must be a str or None, not {command_id!r}")
-            _check_text(command_id, "command id")
+        check_append_args(expected_version, command_id)
+        expected = ANY_VERSION if expected_version is ANY else expected_version
         if not events:
             rows = await self._fetch(_EMPTY_APPEND, (stream,))
             version, head = rows[0]
@@ -245,9 +242,9 @@ class SQLiteStore(SQLiteReads, EventStore):
         for type_, _, _, _, event_id in encoded:
             # str.isascii() is O(1) (CPython caches it): most names skip the check.
             if not type_.isascii():
-                _check_text(type_, "event type")
+                check_unicode(type_, "event type")
             if not event_id.isascii():
-                _check_text(event_id, "event id")
+                check_unicode(event_id, "event id")
         reply_bytes = encode_value(reply, "command reply") if command_id is not None else b"null"
         writer = self._writer
         assert writer is not None
@@ -377,15 +374,6 @@ class SQLiteStore(SQLiteReads, EventStore):
     def statistics(self) -> StoreStatistics:
         """An immutable snapshot of the writer's counters (zeros before open)."""
         return self._writer.statistics() if self._writer is not None else StoreStatistics()
-
-
-def _check_text(value: str, what: str) -> None:
-    # A lone surrogate cannot be bound (UTF-8): caught here, in the caller's
-    # task, it fails this append alone instead of the writer's whole batch.
-    try:
-        value.encode()
-    except UnicodeEncodeError as exc:
-        raise SerializationError(f"{what} {value!r} is not valid Unicode: {exc}") from exc
 
 
 def _check_position(position: int) -> None:
