@@ -6,7 +6,6 @@ import copy
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -20,6 +19,7 @@ from stores._codec import (
     encode_value,
     validate_stream,
 )
+from stores._counters import BatchCounters
 from stores._errors import ConcurrencyError, DuplicateCommand, StoreClosed
 from stores._types import (
     ANY,
@@ -96,9 +96,7 @@ class MemoryStore(EventStore):
         self._checkpoints: dict[str, int] = {}
         self._consumer_data: dict[str, dict[str, Any]] = {}
         self._consumer_locks: dict[str, anyio.Lock] = {}
-        self._appends = 0
-        self._events = 0
-        self._conflicts = 0
+        self._counters = BatchCounters()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -154,7 +152,7 @@ class MemoryStore(EventStore):
         if command_id is not None and command_id in self._commands:
             raise DuplicateCommand(command_id, self._commands[command_id])
         if expected_version is not ANY and expected_version != current:
-            self._conflicts += 1
+            self._counters.conflicts += 1
             raise ConcurrencyError(stream, expected_version, current)
 
         # No await from here to the end: the append is atomic on the event loop.
@@ -182,8 +180,7 @@ class MemoryStore(EventStore):
             self._commands[command_id] = CommandRecord(
                 command_id, stream, version, positions, reply_value
             )
-        self._appends += 1
-        self._events += len(recorded)
+        self._counters.committed(1, len(recorded))
         self._announce(recorded)
         return AppendResult(stream, version, positions, recorded_at)
 
@@ -342,11 +339,4 @@ class MemoryStore(EventStore):
 
     def statistics(self) -> StoreStatistics:
         """The store's counters; each append is one batch of one."""
-        return StoreStatistics(
-            appends=self._appends,
-            events=self._events,
-            batches=self._appends,
-            conflicts=self._conflicts,
-            max_batch=1 if self._appends else 0,
-            batch_sizes=MappingProxyType({1: self._appends} if self._appends else {}),
-        )
+        return self._counters.snapshot()

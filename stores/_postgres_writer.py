@@ -15,13 +15,13 @@ import asyncio
 import collections
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from types import MappingProxyType
 from typing import Any
 
 import anyio
 import asyncpg
 import structlog
 
+from stores._counters import BatchCounters
 from stores._errors import ConcurrencyError, DuplicateCommand, StoreUnavailable
 from stores._postgres_batch import Pending, Plan, command_from_row, plan_batch
 from stores._postgres_errors import DRIVER_ERRORS, RETRYABLE
@@ -63,8 +63,7 @@ class BatchWriter:
         self._closing = False
         # Test hook: awaited after the batch is written, before COMMIT.
         self.before_commit: Callable[[], Awaitable[None]] | None = None
-        self._appends = self._events = self._batches = self._conflicts = self._max_seen = 0
-        self._sizes: dict[int, int] = {}
+        self._counters = BatchCounters()
 
     def submit(self, pending: Pending) -> None:
         """Queue an append; its future resolves after its batch's outcome is known."""
@@ -220,7 +219,7 @@ class BatchWriter:
                 actual = await self._read("fetchval", self._sql.actual_version, p.stream)
                 expected = -1 if p.expected is ANY else p.expected
                 error = ConcurrencyError(p.stream, expected, int(actual))
-                self._conflicts += 1
+                self._counters.conflicts += 1
             error.__cause__ = exc
         except StoreUnavailable as failure:
             error = failure
@@ -245,19 +244,13 @@ class BatchWriter:
     def _finish(self, plan: Plan) -> None:
         for p in plan.rejected:
             if isinstance(p.error, ConcurrencyError):
-                self._conflicts += 1
+                self._counters.conflicts += 1
             if not p.future.done():
                 assert p.error is not None
                 p.future.set_exception(p.error)
         if not plan.accepted:
             return
-        n = len(plan.accepted)
-        self._batches += 1
-        self._appends += n
-        self._events += len(plan.rows)
-        self._max_seen = max(self._max_seen, n)
-        bucket = 1 << (n.bit_length() - 1)  # powers of two: 1, 2, 4, ...
-        self._sizes[bucket] = self._sizes.get(bucket, 0) + 1
+        self._counters.committed(len(plan.accepted), len(plan.rows))
         for p in plan.accepted:
             if not p.future.done():
                 assert p.result is not None
@@ -266,11 +259,4 @@ class BatchWriter:
 
     def statistics(self) -> StoreStatistics:
         """The writer's counters."""
-        return StoreStatistics(
-            appends=self._appends,
-            events=self._events,
-            batches=self._batches,
-            conflicts=self._conflicts,
-            max_batch=self._max_seen,
-            batch_sizes=MappingProxyType(dict(self._sizes)),
-        )
+        return self._counters.snapshot()

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import anyio
 import orjson
 
+from stores._counters import BatchCounters
 from stores._errors import ConcurrencyError, StoreClosed, StoreUnavailable
 from stores._sqlite_batch import AppendRequest, write_batch
 from stores._sqlite_rows import from_micros, recorded_event
@@ -60,8 +61,7 @@ class GroupCommitWriter:
         self._inflight = False  # a batch is on the writer thread
         self._idle = asyncio.Event()  # set while no batch is on the thread
         self._idle.set()
-        self._appends = self._events = self._batches = self._conflicts = self._max_batch = 0
-        self._batch_sizes: dict[int, int] = {}
+        self._counters = BatchCounters()
 
     @property
     def queued(self) -> int:
@@ -87,14 +87,7 @@ class GroupCommitWriter:
 
     def statistics(self) -> StoreStatistics:
         """An immutable snapshot of the writer's counters."""
-        return StoreStatistics(
-            appends=self._appends,
-            events=self._events,
-            batches=self._batches,
-            conflicts=self._conflicts,
-            max_batch=self._max_batch,
-            batch_sizes=dict(self._batch_sizes),
-        )
+        return self._counters.snapshot()
 
     async def run(self) -> None:
         """The writer task: commit batches until closed and drained."""
@@ -217,13 +210,7 @@ class GroupCommitWriter:
             return
         if outcome is not None:
             committed = [req for req in batch if type(req.outcome) is AppendResult]
-            n = len(committed)
-            self._batches += 1
-            self._appends += n
-            self._events += sum([len(r.events) for r in committed])
-            self._max_batch = max(self._max_batch, n)
-            bucket = 1 << (n.bit_length() - 1)  # powers of two: 1, 2-3 -> 2, 4-7 -> 4 ...
-            self._batch_sizes[bucket] = self._batch_sizes.get(bucket, 0) + 1
+            self._counters.committed(len(committed), sum([len(r.events) for r in committed]))
             if self._listeners:  # build RecordedEvents only for someone
                 self._announce(recorded_events(committed, outcome))
         for req in batch:
@@ -233,7 +220,7 @@ class GroupCommitWriter:
                     req.set_result(result)
             elif result is not None:
                 if isinstance(result, ConcurrencyError):
-                    self._conflicts += 1
+                    self._counters.conflicts += 1
                 if not req.done():
                     req.set_exception(result)
 
