@@ -171,6 +171,9 @@ class EventStore(abc.ABC):
             SerializationError: an event cannot be encoded; nothing written.
             PayloadTooLarge: an event is over the size limit; nothing written.
             InvalidStreamName: the stream name is invalid.
+            TypeError: ``expected_version`` is not an int >= 0 or ``ANY`` (a
+                bool is not accepted), or ``command_id`` is not a str or None;
+                checked even when ``events`` is empty; nothing written.
             StoreClosed: the store is closed.
         """
 

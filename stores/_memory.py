@@ -14,6 +14,7 @@ import anyio.lowlevel
 from stores._base import DEFAULT_PAGE_SIZE, ConsumerTransaction, EventStore
 from stores._codec import (
     DEFAULT_MAX_EVENT_BYTES,
+    check_append_args,
     decode,
     encode_events,
     encode_value,
@@ -142,8 +143,9 @@ class MemoryStore(EventStore):
         await anyio.lowlevel.checkpoint()
         self._check_open()
         validate_stream(stream)
-        if expected_version is not ANY and type(expected_version) is not int:
-            raise TypeError(f"expected_version must be an int or ANY, not {expected_version!r}")
+        # The database backends' check, so bad arguments raise the same TypeError
+        # everywhere (a negative version is bad input, not a version conflict).
+        check_append_args(expected_version, command_id)
         current = len(self._streams.get(stream, ()))
         if not events:
             return AppendResult(stream, current, range(len(self._log) + 1, len(self._log) + 1))

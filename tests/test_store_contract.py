@@ -74,6 +74,23 @@ async def test_expected_version_on_missing_stream_conflicts(store: EventStore) -
     await assert_unchanged(store, "Account-9", 0, 0)
 
 
+@pytest.mark.parametrize(
+    ("expected", "command_id"),
+    [(-1, None), (True, None), (1.0, None), ("1", None), ("ANY", None), (1, 42)],
+    ids=["negative", "bool", "float", "str", "any-as-str", "int-command-id"],
+)
+async def test_bad_append_arguments_raise_type_error(
+    store: EventStore, expected: Any, command_id: Any
+) -> None:
+    """A bad expected_version or command_id raises TypeError and writes nothing."""
+    await store.append("Account-1", [ev()], 0)
+    for events in ([ev()], []):
+        with pytest.raises(TypeError):
+            await store.append("Account-1", events, expected, command_id=command_id)
+    await assert_unchanged(store, "Account-1", 1, 1)
+    assert store.statistics().conflicts == 0  # bad input, not a version conflict
+
+
 @pytest.mark.parametrize("bad", [object(), {1, 2}], ids=["object", "set"])
 async def test_unserialisable_event_fails_the_whole_batch(store: EventStore, bad: object) -> None:
     """An unencodable event mid-batch raises SerializationError naming its field; no write."""
