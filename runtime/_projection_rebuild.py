@@ -225,7 +225,7 @@ async def _rebuild(
     file = projector._new_file(generation, synchronous="OFF")
     await anyio.to_thread.run_sync(remove_generation, file.path)
     await anyio.to_thread.run_sync(file.open)
-    sink = _SQLiteSink(file)
+    sink = _SQLiteSink(file, context=projector._thread_context())
     reporter = _Reporter(projector.name, progress, display)
     events = 0
     swapped = False

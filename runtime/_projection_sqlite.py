@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import structlog
+from structlog.contextvars import bind_contextvars
 
 from runtime._projection_errors import ProjectionConfigError
 from runtime._projection_sqlite_file import (
@@ -43,16 +45,29 @@ def _unused(conn: sqlite3.Connection, event: RecordedEvent) -> None:
 
 
 class _SQLiteSink(Sink):
-    """Drives a :class:`SQLiteFile` from async code, on the read model's own thread."""
+    """Drives a :class:`SQLiteFile` from async code, on the read model's own thread.
+
+    Args:
+        file: The read model's generation.
+        on_commit: See SQLiteProjector's ``on_commit``.
+        context: The context variables the handler sees on the thread
+            (:meth:`SQLiteProjector._thread_context`).
+    """
 
     pipelines = True
 
-    def __init__(self, file: SQLiteFile, on_commit: CommitHook | None = None) -> None:
+    def __init__(
+        self,
+        file: SQLiteFile,
+        on_commit: CommitHook | None = None,
+        *,
+        context: contextvars.Context | None = None,
+    ) -> None:
         self.file = file
         # Set by the live projector only (a rebuild's copy gets it at the swap):
         # see SQLiteProjector's ``on_commit``.
         self.on_commit = on_commit
-        self._worker = SinkWorker(f"read-model {file.path.name}")
+        self._worker = SinkWorker(f"read-model {file.path.name}", context)
         # The checkpoint as last committed; touched on the worker thread only.
         self._committed: int | None = None
 
@@ -143,6 +158,9 @@ class SQLiteProjector(Projector):
 
     The handler is synchronous and runs in a worker thread: it writes with
     ``conn.execute`` and must not commit, roll back or begin transactions.
+    It sees the context variables of the code that started the projector
+    (e.g. ``structlog.contextvars`` bound before entering the runtime) and
+    ``projector=<name>``, so its structlog lines carry both.
 
     Args:
         name: The projector's name (also names its files).
@@ -244,9 +262,21 @@ class SQLiteProjector(Projector):
         self._generation = generation
         return file
 
+    def _thread_context(self) -> contextvars.Context:
+        """The context the handler runs in on the read model's thread.
+
+        A copy of the context of the code that started the projector, so the
+        structlog contextvars it bound (a request id, say) reach the
+        handler's logs, plus ``projector=<name>``; bound in the copy only, so
+        the starter's own logs do not get it.
+        """
+        context = (self._context or contextvars.copy_context()).copy()
+        context.run(bind_contextvars, projector=self.name)
+        return context
+
     async def _open_sink(self, store: EventStore, runtime: Any) -> Sink:
         file = await anyio.to_thread.run_sync(self._prepare)
-        return _SQLiteSink(file, self.on_commit)
+        return _SQLiteSink(file, self.on_commit, context=self._thread_context())
 
     async def _reset_sink(self, sink: Sink, position: int) -> Sink:
         if position != 0:
@@ -256,7 +286,7 @@ class SQLiteProjector(Projector):
         fresh = self._new_file(self._generation + 1)
         await anyio.to_thread.run_sync(remove_generation, fresh.path)
         await anyio.to_thread.run_sync(fresh.open)
-        return await self._swap(sink, _SQLiteSink(fresh))
+        return await self._swap(sink, _SQLiteSink(fresh, context=self._thread_context()))
 
     async def _swap(self, sink: Sink, fresh: _SQLiteSink) -> Sink:
         """Make ``fresh`` the live generation (the caller holds the projector's lock)."""

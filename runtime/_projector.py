@@ -13,6 +13,7 @@ applied, straight from the store's commit listener when the task is idle.
 from __future__ import annotations
 
 import abc
+import contextvars
 import time
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -118,6 +119,8 @@ class Projector(abc.ABC):
         self._pipe_changed: anyio.Event | None = None
         self._awaiting_page = False
         self._pumping: tuple[Subscription, int] | None = None  # see pump()
+        # The context of the code that started the projector (see _run).
+        self._context: contextvars.Context | None = None
         self._handled = 0
         self._batches = 0
         self._retries = 0
@@ -149,6 +152,9 @@ class Projector(abc.ABC):
         self._failure = None  # a restart tries the failed event again
         self._lock = anyio.Lock()
         self._changed = anyio.Event()
+        # A copy of the starter's context (asyncio copies it into each task),
+        # for sinks whose handler runs on a thread, which would see none of it.
+        self._context = contextvars.copy_context()
         self._sink = await self._open_sink(bus.store, runtime)
         try:
             self._position = self._saved = self._submitted = await self._sink.checkpoint()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -43,10 +44,14 @@ class SinkWorker:
 
     Args:
         name: Names the thread (for debuggers and thread dumps).
+        context: The context variables every call sees (a new thread starts
+            with an empty context, unlike a task, which copies its starter's).
+            None: an empty context.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, context: contextvars.Context | None = None) -> None:
         self._name = name
+        self._context = context
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         # Set on the thread when a pipelined call raises: the pipelined calls
@@ -59,7 +64,13 @@ class SinkWorker:
     ) -> None:
         loop = asyncio.get_running_loop()
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+            # The whole loop runs inside the context, so calls pay nothing for
+            # it. A copy per thread: a Context can be entered by one thread at
+            # a time, and a stopped thread may still be finishing its queue.
+            context = contextvars.Context() if self._context is None else self._context.copy()
+            self._thread = threading.Thread(
+                target=context.run, args=(self._work,), name=self._name, daemon=True
+            )
             self._thread.start()
         self._jobs.put((loop, fn, args, done, pipelined))
 

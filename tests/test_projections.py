@@ -8,7 +8,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+import structlog
 
+from aggregates.examples.bank import Account, Deposit, Open
+from runtime import Address, Runtime
 from runtime._projection_engine import ProjectionEngine
 from runtime._projection_errors import (
     ProjectionConfigError,
@@ -196,3 +199,30 @@ async def test_projectors_on_every_store_backend(store: EventStore, tmp_path: Pa
     assert [(b.account_id, b.balance) for b in rows] == [(str(a), per_account) for a in range(3)]
     assert handled == list(range(1, last + 1))
     assert await store.get_checkpoint("generic") == last
+
+
+@pytest.mark.anyio
+async def test_handler_sees_the_starters_contextvars_and_its_name(tmp_path: Path) -> None:
+    """On the read model's thread the handler sees the starter's contextvars and projector=name."""
+    contexts: list[tuple[str, dict[str, object]]] = []
+
+    def handler(conn: sqlite3.Connection, event: RecordedEvent) -> None:
+        contexts.append((threading.current_thread().name, structlog.contextvars.get_contextvars()))
+        log_positions(conn, event)
+
+    projector = SQLiteProjector("ctx", tmp_path, schema=LOG_SCHEMA, handler=handler)
+    with structlog.contextvars.bound_contextvars(request_id="r1"):
+        async with Runtime(aggregates=[Account], store=MemoryStore(), projectors=[projector]) as rt:
+            acc = Address("Account", "1")
+            await rt.ask(acc, Open(owner="ada"))
+            outcome = await rt.ask(acc, Deposit(amount=5))
+            await projector.wait_for(outcome.positions[-1], timeout=10)
+            # A fresh generation (reset to 0, rebuild) gets a thread of its own: the same context.
+            await projector.reset(0)
+            await projector.wait_for(outcome.positions[-1], timeout=10)
+            await rt.projections.rebuild("ctx", display=False)
+            # Bound on the thread's copy only: the starter's context is unchanged.
+            assert structlog.contextvars.get_contextvars() == {"request_id": "r1"}
+    assert len(contexts) == 6
+    assert all(ctx == {"request_id": "r1", "projector": "ctx"} for _, ctx in contexts)
+    assert threading.current_thread().name not in {thread for thread, _ in contexts}
