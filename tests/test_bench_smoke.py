@@ -22,6 +22,7 @@ from bench.workloads import SUITE, WORKLOADS, _rawsqlite
 from bench.workloads._log import deposit_amount
 from bench.workloads.lag import lags
 from bench.workloads.rebuild import require_read_side
+from runtime import DEFAULT_GC_THRESHOLD
 
 # Cases every workload must report in smoke mode, with their units.
 EXPECTED = {
@@ -36,9 +37,9 @@ EXPECTED = {
         "c=1 throughput": "commands/s",
         "c=4 ask p50": "ms",
         "c=4 ask p99": "ms",
-        "c=4 throughput (gc_threshold=10000)": "commands/s",
-        "c=4 ask p50 (gc_threshold=10000)": "ms",
-        "c=4 ask p99 (gc_threshold=10000)": "ms",
+        "c=4 throughput (gc_threshold=None)": "commands/s",
+        "c=4 ask p50 (gc_threshold=None)": "ms",
+        "c=4 ask p99 (gc_threshold=None)": "ms",
     },
     "latency": {
         "ask p50": "ms",
@@ -74,10 +75,10 @@ EXPECTED = {
         "c=10 lag to read-model commit p50": "ms",
         "c=10 lag to read-model commit p99": "ms",
         "c=10 write load": "commands/s",
-        "c=10 lag p99 (gc_threshold=10000)": "ms",
-        "c=10 lag to read-model commit p50 (gc_threshold=10000)": "ms",
-        "c=10 lag to read-model commit p99 (gc_threshold=10000)": "ms",
-        "c=10 write load (gc_threshold=10000)": "commands/s",
+        "c=10 lag p99 (gc_threshold=None)": "ms",
+        "c=10 lag to read-model commit p50 (gc_threshold=None)": "ms",
+        "c=10 lag to read-model commit p99 (gc_threshold=None)": "ms",
+        "c=10 write load (gc_threshold=None)": "commands/s",
     },
 }
 
@@ -221,10 +222,10 @@ def test_append_floor_uses_the_store_writer_pragmas(smoke_run: dict[str, Any]) -
 
 
 def test_write_reports_gc_threshold_rows_beside_the_defaults(smoke_run: dict[str, Any]) -> None:
-    """The gc_threshold rows carry their setting; the default rows carry None."""
+    """The gc_threshold=None rows carry None; the default rows carry the runtime's default."""
     figs = {f["case"]: f for f in _results(smoke_run)["write"]["figures"]}
-    assert figs["c=4 throughput (gc_threshold=10000)"]["params"]["gc_threshold"] == 10_000
-    assert figs["c=4 throughput"]["params"]["gc_threshold"] is None
+    assert figs["c=4 throughput (gc_threshold=None)"]["params"]["gc_threshold"] is None
+    assert figs["c=4 throughput"]["params"]["gc_threshold"] == DEFAULT_GC_THRESHOLD
 
 
 def test_activation_is_beside_read_stream_of_the_same_run(smoke_run: dict[str, Any]) -> None:
@@ -362,7 +363,7 @@ def test_lag_has_one_sample_per_deposit_and_an_exact_read_model(
     result = _results(smoke_run)["lag"]
     sizes = WORKLOADS["lag"].sizes["smoke"]
     runs = [(f"c={c}", total) for c, total in sizes["levels"]]
-    runs += [(f"c={c} (gc_threshold=10000)", total) for c, total in sizes["gc_levels"]]
+    runs += [(f"c={c} (gc_threshold=None)", total) for c, total in sizes["gc_levels"]]
     for key, total in runs:
         counts = result["info"][key]
         assert counts["samples"] == total
@@ -375,7 +376,7 @@ def test_lag_has_one_sample_per_deposit_and_an_exact_read_model(
     assert result["info"]["read_model"] == expected
     gc_deposits = sum(total for _c, total in sizes["gc_levels"])
     gc_expected = {"accounts": accounts, "events": accounts + gc_deposits, "total": 5 * gc_deposits}
-    assert result["info"]["read_model (gc_threshold=10000)"] == gc_expected
+    assert result["info"]["read_model (gc_threshold=None)"] == gc_expected
 
 
 def test_lags_pair_each_commit_with_the_first_read_model_commit_covering_it() -> None:

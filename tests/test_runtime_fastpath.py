@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -11,7 +12,7 @@ import pytest
 
 import runtime._sending as sending_module
 from aggregates.examples.bank import Account, Deposit, GetBalance, Open
-from runtime import Address, AskTimeout, InvalidArgument, Outcome, Runtime
+from runtime import DEFAULT_GC_THRESHOLD, Address, AskTimeout, InvalidArgument, Outcome, Runtime
 from stores import MemoryStore, SQLiteStore
 from tests.runtime_child import Append, Dump, Seq
 from tests.test_runtime_flow import GatedStore
@@ -93,26 +94,72 @@ async def test_long_timeouts_of_any_size_answer_normally(seconds: float) -> None
         assert len(rt._deadlines) == 0
 
 
-async def test_gc_threshold_is_opt_in_and_restored_on_exit() -> None:
-    """gc_threshold sets generation 0's threshold while open and restores the old ones on exit."""
+@pytest.fixture
+def gc_thresholds() -> Iterator[tuple[int, int, int]]:
+    """Python's default thresholds for the test, whatever the process had; put back after."""
     before = gc.get_threshold()
-    async with Runtime(aggregates=[Account], store=MemoryStore()):
-        assert gc.get_threshold() == before  # the default leaves the GC alone
-    async with Runtime(aggregates=[Account], store=MemoryStore(), gc_threshold=12_345) as rt:
-        assert gc.get_threshold() == (12_345, *before[1:])
-        await rt.ask(ACC, Open(owner="ann"))
-    assert gc.get_threshold() == before
-
-
-async def test_gc_threshold_changed_meanwhile_is_left_alone() -> None:
-    """If the application changes the thresholds while the runtime is open, exit keeps theirs."""
-    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
     try:
-        async with Runtime(aggregates=[Account], store=MemoryStore(), gc_threshold=5_000):
-            gc.set_threshold(4_321, *before[1:])
-        assert gc.get_threshold() == (4_321, *before[1:])
+        yield gc.get_threshold()
     finally:
         gc.set_threshold(*before)
+
+
+async def test_gc_threshold_is_raised_by_default_and_restored_on_exit(
+    gc_thresholds: tuple[int, int, int],
+) -> None:
+    """By default generation 0's threshold is DEFAULT_GC_THRESHOLD while open, then restored."""
+    async with Runtime(aggregates=[Account], store=MemoryStore()) as rt:
+        assert gc.get_threshold() == (DEFAULT_GC_THRESHOLD, *gc_thresholds[1:])
+        await rt.ask(ACC, Open(owner="ann"))
+    assert gc.get_threshold() == gc_thresholds
+    async with Runtime(aggregates=[Account], store=MemoryStore(), gc_threshold=12_345):
+        assert gc.get_threshold() == (12_345, *gc_thresholds[1:])
+    assert gc.get_threshold() == gc_thresholds
+
+
+async def test_gc_threshold_none_leaves_the_gc_alone(gc_thresholds: tuple[int, int, int]) -> None:
+    """gc_threshold=None never touches the thresholds."""
+    async with Runtime(aggregates=[Account], store=MemoryStore(), gc_threshold=None):
+        assert gc.get_threshold() == gc_thresholds
+    assert gc.get_threshold() == gc_thresholds
+
+
+async def test_gc_threshold_keeps_a_higher_or_disabling_setting(
+    gc_thresholds: tuple[int, int, int],
+) -> None:
+    """An application's higher threshold, or 0 (automatic collection off), is kept as it is."""
+    for app_setting in ((50_000, 20, 30), (0, 10, 10)):
+        gc.set_threshold(*app_setting)
+        async with Runtime(aggregates=[Account], store=MemoryStore()):
+            assert gc.get_threshold() == app_setting
+        assert gc.get_threshold() == app_setting
+
+
+async def test_gc_threshold_held_until_the_last_runtime_closes(
+    gc_thresholds: tuple[int, int, int],
+) -> None:
+    """Overlapping runtimes: the threshold stays raised until the last one closes."""
+    first = Runtime(aggregates=[Account], store=MemoryStore())
+    second = Runtime(aggregates=[Account], store=MemoryStore(), gc_threshold=20_000)
+    await first.__aenter__()
+    try:
+        async with second:
+            assert gc.get_threshold()[0] == 20_000
+        # The first still holds its own (lower) value.
+        assert gc.get_threshold()[0] == DEFAULT_GC_THRESHOLD
+    finally:
+        await first.__aexit__(None, None, None)
+    assert gc.get_threshold() == gc_thresholds
+
+
+async def test_gc_threshold_changed_meanwhile_is_left_alone(
+    gc_thresholds: tuple[int, int, int],
+) -> None:
+    """If the application changes the thresholds while the runtime is open, exit keeps theirs."""
+    async with Runtime(aggregates=[Account], store=MemoryStore(), gc_threshold=5_000):
+        gc.set_threshold(4_321, *gc_thresholds[1:])
+    assert gc.get_threshold() == (4_321, *gc_thresholds[1:])
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "10000"])
