@@ -118,7 +118,7 @@ class _SQLiteSink(Sink):
     def pipeline(
         self, events: Sequence[RecordedEvent], position: int, done: Callable[[bool, Any], None]
     ) -> bool:
-        self._worker.pipeline(self._apply, (events, position), done)
+        self._worker.pipeline(self._apply, (events, position), done, len(events))
         return True
 
     def rearm(self) -> None:

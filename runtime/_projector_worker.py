@@ -10,6 +10,27 @@ it at once) and reports back with ONE ``call_soon_threadsafe``: to a future
 for :meth:`SinkWorker.call`, or straight to a callback for
 :meth:`SinkWorker.pipeline`, which lets a projector hand batch N+1 over while
 batch N is still being applied.
+
+**The GIL hand-off.** A read model's handler is Python: its thread needs
+the GIL for every event, and takes it back after every ``conn.execute``
+(the sqlite3 module releases it around each step). While the event loop is
+busy (hundreds of callers resumed per group commit) CPython hands the GIL
+to a waiting thread only when the loop blocks or after the switch interval
+(5 ms) has passed, so a batch that needs ~2.5 ms of CPU took a median 11.7 ms
+and up to 88 ms of wall time under the 1,000-caller benchmark: that was the
+read model's live lag. So for a batch of at least :data:`HANDOFF_MIN_EVENTS`
+events (a sign that the loop is under load) :meth:`SinkWorker.pipeline`
+blocks the loop on the batch's completion for up to :data:`HANDOFF_WAIT`,
+which hands the GIL to the read model's thread for that long: the batch
+runs at its uncontended speed, and the loop loses about the CPU time the
+thread would have taken from it in slices anyway (measured: the write load
+sustained beside the projector went up, not down). A batch that is not
+done in time (a slow or blocking handler) is not waited for further, and
+the next 1, 2, 4 ... up to :data:`HANDOFF_MAX_SKIP` batches are queued
+without waiting, so a slow projector costs writers at most one
+``HANDOFF_WAIT`` per that many batches; the first batch done in time
+resets the back-off. Small batches (light load) never wait: there the loop
+is mostly idle and the thread gets the GIL at once.
 """
 
 from __future__ import annotations
@@ -34,7 +55,21 @@ SKIPPED: Final = object()
 Done = Callable[[bool, Any], None]
 """``done(ok, value)``: the result (``ok``) or the exception, called on the loop."""
 
-_Job = tuple[asyncio.AbstractEventLoop, Callable[..., Any], tuple[Any, ...], Done, bool]
+_Job = tuple[
+    asyncio.AbstractEventLoop,
+    Callable[..., Any],
+    tuple[Any, ...],
+    Done,
+    bool,
+    threading.Event | None,
+]
+
+HANDOFF_MIN_EVENTS = 64
+"""Events in a pipelined batch from which the loop hands the GIL over (waits for it)."""
+HANDOFF_WAIT = 0.025
+"""Seconds the loop waits at most for a handed-off batch."""
+HANDOFF_MAX_SKIP = 64
+"""The most batches queued without waiting after hand-offs that timed out."""
 
 
 class SinkWorker:
@@ -58,9 +93,20 @@ class SinkWorker:
         # queued behind it were built on its outcome, so they are skipped
         # (SKIPPED) until the owner has dealt with the failure and rearms.
         self._failed = False
+        # The hand-off's back-off (see the module docstring): batches left to
+        # queue without waiting, and how many to skip after the next timeout.
+        self._skip = 0
+        self._backoff = 1
+        self.handoffs = 0  # batches the loop waited for and saw done in time
+        self.handoff_timeouts = 0  # batches it stopped waiting for
 
     def _submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done, pipelined: bool
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        done: Done,
+        pipelined: bool,
+        finished: threading.Event | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         if self._thread is None:
@@ -72,14 +118,14 @@ class SinkWorker:
                 target=context.run, args=(self._work,), name=self._name, daemon=True
             )
             self._thread.start()
-        self._jobs.put((loop, fn, args, done, pipelined))
+        self._jobs.put((loop, fn, args, done, pipelined, finished))
 
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
                 return
-            loop, fn, args, done, pipelined = job
+            loop, fn, args, done, pipelined, finished = job
             ok, value = True, SKIPPED
             if not (pipelined and self._failed):
                 try:
@@ -87,6 +133,8 @@ class SinkWorker:
                 except BaseException as exc:  # handed to the loop, re-raised there
                     ok, value = False, exc
                     self._failed = self._failed or pipelined
+            if finished is not None:
+                finished.set()  # the loop may be blocked waiting for this (hand-off)
             # RuntimeError: the loop is closed, so nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(done, ok, value)
@@ -111,13 +159,36 @@ class SinkWorker:
             result = await future
         return result
 
-    def pipeline(self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done) -> None:
-        """Queue ``fn(*args)`` without waiting; ``done(ok, value)`` runs on the loop after it.
+    def pipeline(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done, events: int = 0
+    ) -> None:
+        """Queue ``fn(*args)``; ``done(ok, value)`` runs on the loop after it.
+
+        Returns at once, except for a batch of at least
+        :data:`HANDOFF_MIN_EVENTS` ``events``: then it blocks the loop (and so
+        hands the GIL to this thread) until the call is done, for at most
+        :data:`HANDOFF_WAIT` (see the module docstring).
 
         If an earlier pipelined call failed and :meth:`rearm` has not been
         called since, ``fn`` is not run and ``done(True, SKIPPED)`` is called.
         """
-        self._submit(fn, args, done, True)
+        if events < HANDOFF_MIN_EVENTS:
+            self._submit(fn, args, done, True)
+            return
+        if self._skip:
+            self._skip -= 1
+            self._submit(fn, args, done, True)
+            return
+        finished = threading.Event()
+        self._submit(fn, args, done, True, finished)
+        # Event.wait blocks without the GIL: the thread runs the batch uncontended.
+        if finished.wait(HANDOFF_WAIT):
+            self.handoffs += 1
+            self._backoff = 1
+        else:
+            self.handoff_timeouts += 1
+            self._skip = self._backoff
+            self._backoff = min(self._backoff * 2, HANDOFF_MAX_SKIP)
 
     def rearm(self) -> None:
         """Run pipelined calls again after a failure (call once none is queued)."""

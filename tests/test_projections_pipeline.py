@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from runtime._projection_errors import ProjectionFailed
 from runtime._projection_sqlite import SQLiteProjector
 from runtime._projection_sqlite_file import open_read_model
 from runtime._projection_types import FailurePolicy, ProjectorState
-from runtime._projector_worker import SKIPPED, SinkWorker
+from runtime._projector_worker import HANDOFF_MIN_EVENTS, HANDOFF_WAIT, SKIPPED, SinkWorker
 from stores import ANY, MemoryStore, NewEvent, RecordedEvent
 from tests.test_projections import LOG_SCHEMA, log_positions, seen
 
@@ -218,3 +219,63 @@ async def test_sink_worker_runs_in_order_and_skips_after_a_pipelined_failure() -
     worker.stop()
     await anyio.to_thread.run_sync(thread.join, 10)
     assert not thread.is_alive()
+
+
+@pytest.mark.anyio
+async def test_large_pipelined_batch_hands_the_gil_over_small_one_does_not() -> None:
+    """A batch of HANDOFF_MIN_EVENTS or more returns only once applied; a smaller one at once."""
+    worker = SinkWorker("test-worker")
+    applied: list[int] = []
+
+    def apply(n: int) -> None:
+        time.sleep(0.005)  # far shorter than HANDOFF_WAIT, far longer than a thread start
+        applied.append(n)
+
+    try:
+        worker.pipeline(apply, (1,), lambda ok, value: None, HANDOFF_MIN_EVENTS)
+        assert applied == [1]  # the loop waited for it (the GIL hand-off)
+        assert (worker.handoffs, worker.handoff_timeouts) == (1, 0)
+        worker.pipeline(apply, (2,), lambda ok, value: None, HANDOFF_MIN_EVENTS - 1)
+        assert applied == [1]  # queued, not waited for
+        assert await worker.call(len, applied) == 2
+    finally:
+        worker.stop()
+
+
+@pytest.mark.anyio
+async def test_handoff_wait_is_bounded_and_backs_off_for_a_slow_read_model() -> None:
+    """A batch not done within HANDOFF_WAIT is left running; the next 1, 2, 4... go unwaited."""
+    worker = SinkWorker("test-worker")
+    gate = threading.Event()
+    started: list[int] = []
+
+    def slow(n: int) -> None:
+        started.append(n)
+        gate.wait(10)  # held until the test opens the gate
+
+    big = HANDOFF_MIN_EVENTS
+    try:
+        t0 = time.perf_counter()
+        worker.pipeline(slow, (1,), lambda ok, value: None, big)
+        waited = time.perf_counter() - t0
+        assert HANDOFF_WAIT * 0.9 <= waited < 5  # bounded: it gave up while the call still ran
+        assert (worker.handoffs, worker.handoff_timeouts) == (0, 1)
+        # Back-off: the next batch is queued without waiting at all...
+        worker.pipeline(slow, (2,), lambda ok, value: None, big)
+        assert worker.handoff_timeouts == 1
+        # ...the one after is waited for again (and times out: skip 2 next)...
+        worker.pipeline(slow, (3,), lambda ok, value: None, big)
+        assert worker.handoff_timeouts == 2
+        for n in (4, 5):
+            worker.pipeline(slow, (n,), lambda ok, value: None, big)
+        assert worker.handoff_timeouts == 2
+        gate.set()
+        assert await worker.call(len, started) == 5  # every batch still ran, in order
+        # A batch done in time resets the back-off.
+        worker.pipeline(lambda: None, (), lambda ok, value: None, big)
+        assert (worker.handoffs, worker.handoff_timeouts) == (1, 2)
+        worker.pipeline(lambda: None, (), lambda ok, value: None, big)
+        assert (worker.handoffs, worker.handoff_timeouts) == (2, 2)
+    finally:
+        gate.set()
+        worker.stop()

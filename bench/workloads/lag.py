@@ -106,6 +106,7 @@ async def _level(
     rt: Any,
     balances: Any,
     rm_commits: list[tuple[int, float]],
+    commits: list[tuple[int, int, float]],
     targets: list[Any],
     callers: int,
     total: int,
@@ -113,23 +114,20 @@ async def _level(
 ) -> tuple[float, LatencyRecorder, LatencyRecorder, dict[str, int]]:
     """``total`` deposits from ``callers``.
 
-    ``rm_commits`` is appended to by the projector's ``on_commit`` hook.
+    ``rm_commits`` is appended to by the projector's ``on_commit`` hook and
+    ``commits`` by the store's first commit listener (see :func:`_one_runtime`).
     Returns (wall seconds, lags to visible in the loop, lags to read-model
     commit, counts).
     """
     from aggregates.examples.bank import Deposit
     from runtime import ProjectionTimeout
 
-    commits: list[tuple[int, int, float]] = []
+    first_commit = len(commits)
     applied: list[tuple[int, float]] = []
     start = await rt.store.head()
     await balances.wait_for(start, timeout=WAIT)
     first_rm = len(rm_commits)  # the hook appended up to start already
     target: list[int | None] = [None]  # set once every deposit has committed
-
-    def on_commit(events: Any) -> None:
-        # Runs on the store's writer task right after COMMIT: keep it tiny.
-        commits.append((events[0].position, events[-1].position, now()))
 
     async def watch() -> None:
         seen = start
@@ -142,25 +140,22 @@ async def _level(
             seen = balances.position
             applied.append((seen, t))
 
-    remove = rt.store.add_commit_listener(on_commit)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch)
-            elapsed, _lat = await _rt.ask_many(
-                rt,
-                targets,
-                lambda _i: Deposit(amount=write.AMOUNT),
-                total,
-                callers,
-                ctx,
-                f"deposits with projector c={callers}",
-            )
-            target[0] = await rt.store.head()
-    finally:
-        remove()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        elapsed, _lat = await _rt.ask_many(
+            rt,
+            targets,
+            lambda _i: Deposit(amount=write.AMOUNT),
+            total,
+            callers,
+            ctx,
+            f"deposits with projector c={callers}",
+        )
+        target[0] = await rt.store.head()
     # The watcher saw the target, so the hook already recorded it (it runs
     # on the read model's thread before the loop hears of the commit).
     committed = rm_commits[first_rm:]
+    commits = commits[first_commit:]
     recorder = lags(commits, applied)
     to_commit = lags(commits, committed)
     for what, rec in (("visible-in-loop", recorder), ("read-model-commit", to_commit)):
@@ -193,15 +188,25 @@ async def _one_runtime(
     def on_rm_commit(position: int) -> None:
         rm_commits.append((position, now()))
 
+    # (first position, last position, perf_counter()) of every store commit.
+    commits: list[tuple[int, int, float]] = []
+
+    def on_commit(events: Any) -> None:
+        # Runs on the loop right after the writer's COMMIT: keep it tiny. Added
+        # before the runtime opens, so it runs before the bus's own listener
+        # (which hands the batch to the read model, and may wait for it).
+        commits.append((events[0].position, events[-1].position, now()))
+
     async with new_store(ctx, name, kind="sqlite") as (store, path):
         assert path is not None  # sqlite
         balances = account_balances(path.parent / "read-models", on_commit=on_rm_commit)
+        store.add_commit_listener(on_commit)
         async with _rt.make_runtime(store, projectors=[balances], **options) as rt:
             targets = _rt.accounts(sizes["accounts"])
             await _rt.open_all(rt, targets, ctx)
             for callers, total in levels:
                 elapsed, recorder, to_commit, counts = await _level(
-                    rt, balances, rm_commits, targets, callers, total, ctx
+                    rt, balances, rm_commits, commits, targets, callers, total, ctx
                 )
                 params = {
                     "concurrency": callers,
