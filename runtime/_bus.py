@@ -162,10 +162,10 @@ class Subscription:
             events = [buffer.popleft() for _ in range(count)]
             position = events[-1].position if buffer else self._buffered_to
             self._position = position
-            return Page(events, position)
+            return Page(events, position, live=True)
         if self._buffered_to > self._position:
             self._position = self._buffered_to
-            return Page((), self._position)
+            return Page((), self._position, live=True)
         return None
 
     async def _read_log(self) -> Page | None:

@@ -116,9 +116,15 @@ class _SQLiteSink(Sink):
         await self._call(self._apply, events, position)
 
     def pipeline(
-        self, events: Sequence[RecordedEvent], position: int, done: Callable[[bool, Any], None]
+        self,
+        events: Sequence[RecordedEvent],
+        position: int,
+        done: Callable[[bool, Any], None],
+        live: bool = False,
     ) -> bool:
-        self._worker.pipeline(self._apply, (events, position), done, len(events))
+        # Only live batches are handed the GIL: they are what the live lag is
+        # made of, while catch-up and rebuild pages must not hold writers back.
+        self._worker.pipeline(self._apply, (events, position), done, len(events) if live else 0)
         return True
 
     def rearm(self) -> None:

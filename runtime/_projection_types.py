@@ -128,10 +128,13 @@ class Page:
             wanted ones are in this page or an earlier one. A consumer may
             checkpoint here, which is how a filtered consumer's checkpoint
             moves across long runs of unwanted events.
+        live: The page came from the live feed (just committed), not from
+            reading the log.
     """
 
     events: Sequence[RecordedEvent]
     position: int
+    live: bool = False
 
 
 @dataclass(frozen=True, slots=True)

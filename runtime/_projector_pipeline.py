@@ -89,7 +89,8 @@ async def queue_page(projector: Projector, page: Page) -> bool:
         await _changed(projector)
     if projector._pipe_failure is not None:
         return False
-    if not sink.pipeline(events, page.position, partial(_done, projector, events, page.position)):
+    done = partial(_done, projector, events, page.position)
+    if not sink.pipeline(events, page.position, done, page.live):
         return False
     projector._inflight += 1
     projector._submitted = page.position
@@ -134,7 +135,8 @@ def pump(projector: Projector) -> None:
     assert page is not None  # the buffer was not empty
     events = page.events
     try:
-        sink.pipeline(events, page.position, partial(_done, projector, events, page.position))
+        done = partial(_done, projector, events, page.position)
+        sink.pipeline(events, page.position, done, page.live)
     except Exception as exc:
         # The page left the subscription: record it as a failed batch, so the
         # task restarts from the position and reads it again (settle).

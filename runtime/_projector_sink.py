@@ -103,7 +103,11 @@ class Sink(abc.ABC):
         """Release connections (idempotent)."""
 
     def pipeline(
-        self, events: Sequence[RecordedEvent], position: int, done: Callable[[bool, Any], None]
+        self,
+        events: Sequence[RecordedEvent],
+        position: int,
+        done: Callable[[bool, Any], None],
+        live: bool = False,
     ) -> bool:
         """Queue :meth:`apply` without waiting; False when this sink cannot.
 
@@ -112,6 +116,8 @@ class Sink(abc.ABC):
         or was skipped (``value`` is ``SKIPPED``) because an earlier pipelined
         batch failed: batches after a failure are never applied until
         :meth:`rearm`. Batches are applied in the order they were queued.
+        ``live``: the batch comes from the live feed (not from reading the
+        log), so the sink may briefly hand it the GIL (``_projector_worker``).
         """
         return False
 

@@ -279,3 +279,26 @@ async def test_handoff_wait_is_bounded_and_backs_off_for_a_slow_read_model() -> 
     finally:
         gate.set()
         worker.stop()
+
+
+@pytest.mark.anyio
+async def test_only_live_batches_are_handed_the_gil(tmp_path: Path) -> None:
+    """Catch-up pages read from the log never block the loop; a large live batch does."""
+    gate = Gate(bad=set())
+    gate.open.set()
+    projector = log_projector(tmp_path, gate)
+    async with MemoryStore() as store:
+        await append(store, 3 * HANDOFF_MIN_EVENTS)  # before the projector: read from the log
+        async with ProjectionEngine(store, [projector]):
+            await projector.wait_for(3 * HANDOFF_MIN_EVENTS, timeout=10)
+            sink = projector._sink
+            assert sink is not None
+            worker = sink._worker  # type: ignore[attr-defined]
+            assert (worker.handoffs, worker.handoff_timeouts) == (0, 0)
+            last = await append(store, HANDOFF_MIN_EVENTS)  # one commit: one live batch
+            await projector.wait_for(last, timeout=10)
+            assert worker.handoffs + worker.handoff_timeouts == 1
+            assert await append(store, HANDOFF_MIN_EVENTS - 1) == last + HANDOFF_MIN_EVENTS - 1
+            await projector.wait_for(last + HANDOFF_MIN_EVENTS - 1, timeout=10)
+            assert worker.handoffs + worker.handoff_timeouts == 1  # small: not waited for
+    assert seen(tmp_path, "log") == list(range(1, last + HANDOFF_MIN_EVENTS))
