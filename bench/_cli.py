@@ -44,6 +44,12 @@ def parser() -> argparse.ArgumentParser:
         help="backend for workloads that take one (default: sqlite)",
     )
     p.add_argument(
+        "--sqlite-writer",
+        choices=("auto", "thread", "process"),
+        default="auto",
+        help="SQLiteStore(writer=...) for SQLite stores (default: auto, the store's default)",
+    )
+    p.add_argument(
         "--dsn",
         default=os.environ.get("ACTORSOURCING_PG_DSN", DEFAULT_DSN),
         help="PostgreSQL DSN (default: $ACTORSOURCING_PG_DSN or %(default)s)",
@@ -132,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix=".bench-", dir=parent))
     try:
         with _library_logs_to_stderr(), make_progress(args.quiet) as progress:
-            ctx = Context(mode, args.store, args.dsn, workdir, progress)
+            ctx = Context(mode, args.store, args.dsn, workdir, progress, args.sqlite_writer)
             results = anyio.run(run_all, ctx, chosen, repeat, backend="asyncio")
         meta = describe(ctx, repeat)
         if args.store == "postgres":
@@ -145,7 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(
         results,
         title=f"actorsourcing bench ({mode}, {repeat} run(s) each, "
-        f"store={args.store}, {meta['date']})",
+        f"store={args.store}"
+        + (f", sqlite_writer={args.sqlite_writer}" if args.sqlite_writer != "auto" else "")
+        + f", {meta['date']})",
     )
     for r in results:
         if "store_note" in r.info:

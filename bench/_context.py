@@ -31,6 +31,8 @@ class Context:
         dsn: PostgreSQL DSN (used with ``store == "postgres"``).
         workdir: Scratch directory on the disk under test; removed by the CLI.
         progress: Where long steps report progress.
+        sqlite_writer: ``SQLiteStore(writer=...)`` for every SQLite store:
+            ``"auto"`` (the store's default), ``"thread"`` or ``"process"``.
     """
 
     mode: str
@@ -38,6 +40,7 @@ class Context:
     dsn: str
     workdir: Path
     progress: Progress
+    sqlite_writer: str = "auto"
 
     def sizes(self, table: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """The sizes of the current mode from a ``{mode: sizes}`` table."""
@@ -106,7 +109,11 @@ async def new_store(
             store = stores.MemoryStore()
         elif kind == "sqlite":
             directory = ctx.fresh_dir(tag)
-            store = stores.SQLiteStore(directory / "events.db", durability=stores.Durability.FULL)
+            store = stores.SQLiteStore(
+                directory / "events.db",
+                durability=stores.Durability.FULL,
+                writer=ctx.sqlite_writer,
+            )
         elif kind == "postgres":
             schema = f"bench_{os.getpid()}_{next(_counter)}_{tag}".replace("-", "_")
             store = stores.PostgresStore(ctx.dsn, schema=schema)

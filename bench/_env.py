@@ -49,6 +49,7 @@ def describe(ctx: Context, repeat: int) -> dict[str, Any]:
         "mode": ctx.mode,
         "repeat": repeat,
         "store": ctx.store,
+        "sqlite_writer": ctx.sqlite_writer,
         "durability": durability_label(ctx.store),
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),

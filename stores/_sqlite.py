@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,8 @@ from typing import Any
 
 import aiosqlite
 import anyio
+import anyio.abc
+import structlog
 
 from stores._base import ConsumerTransaction, EventStore
 from stores._codec import (
@@ -28,7 +31,8 @@ from stores._sqlite_batch import ANY_VERSION, AppendRequest
 from stores._sqlite_consumer import SET_CHECKPOINT_SQL, consumer_transaction
 from stores._sqlite_reads import VERSION_OF, SQLiteReads
 from stores._sqlite_schema import Durability, configure, connect_sync, migrate
-from stores._sqlite_writer import GroupCommitWriter
+from stores._sqlite_writer import LARGE_BATCH, GroupCommitWriter
+from stores._sqlite_writer_process import WriterProcess
 from stores._types import (
     ANY,
     AppendResult,
@@ -38,6 +42,10 @@ from stores._types import (
 )
 
 __all__ = ["Durability", "SQLiteStore"]
+
+_log = structlog.get_logger("stores")
+
+_PROCESS_START_TIMEOUT = 30.0  # seconds for the writer process to start and open the file
 
 _EMPTY_APPEND = f"SELECT {VERSION_OF}, coalesce((SELECT max(position) FROM events), 0)"
 
@@ -71,6 +79,18 @@ class SQLiteStore(SQLiteReads, EventStore):
             larger append still commits alone).
         cache_kib: SQLite page cache of the write connection, in KiB (each
             read connection gets a quarter of it).
+        writer: Where batches are written. ``"thread"``: on a thread of
+            this process. ``"process"``: by a child process of its own
+            (POSIX), which runs in parallel with the event loop instead of
+            taking turns with it for the GIL (see ``_sqlite_writer_process``):
+            more appends/s under many concurrent appenders, a pipe round
+            trip more per batch; if it dies, appends fail with
+            ``StoreUnavailable`` until the store is reopened. ``"auto"``
+            (default on POSIX): the thread, plus a writer process started
+            the first time a batch of 64 appends or more comes (heavy load),
+            which then takes such batches while small ones stay on the
+            thread; if it cannot start or dies, the thread takes everything
+            again (a batch it was writing fails with ``StoreUnavailable``).
     """
 
     def __init__(
@@ -84,8 +104,15 @@ class SQLiteStore(SQLiteReads, EventStore):
         max_batch_appends: int = 2000,
         max_batch_events: int = 20_000,
         cache_kib: int = 65536,
+        writer: str = "auto",
     ) -> None:
         super().__init__()
+        if writer not in ("auto", "thread", "process"):
+            raise ValueError(f"writer must be 'auto', 'thread' or 'process', not {writer!r}")
+        if sys.platform == "win32":  # no pipes on the proactor event loop's add_reader
+            if writer == "process":
+                raise ValueError("writer='process' needs a POSIX system")
+            writer = "thread"
         if not isinstance(durability, Durability):
             raise TypeError(f"durability must be a Durability, not {durability!r}")
         if type(max_event_bytes) is not int or max_event_bytes < 1:
@@ -100,6 +127,10 @@ class SQLiteStore(SQLiteReads, EventStore):
         self._max_batch_appends = max_batch_appends
         self._max_batch_events = max_batch_events
         self._cache_kib = cache_kib
+        self._writer_mode = writer
+        self._process: WriterProcess | None = None
+        self._spawning = False  # writer="auto": a writer process was asked for
+        self._tg: anyio.abc.TaskGroup | None = None
         self._writer: GroupCommitWriter | None = None
         self._state = "new"  # new -> open -> closing -> closed
         self._stack: AsyncExitStack | None = None
@@ -138,6 +169,8 @@ class SQLiteStore(SQLiteReads, EventStore):
             self._writer_conn = writer_conn
             for _ in range(self._n_readers):
                 self._readers.append(await self._connect())
+            # Closed after the writer task has drained (the stack unwinds LIFO).
+            stack.push_async_callback(self._close_process)
             self._writer = GroupCommitWriter(
                 writer_conn,
                 self._executor,
@@ -146,9 +179,12 @@ class SQLiteStore(SQLiteReads, EventStore):
                 max_batch_events=self._max_batch_events,
                 listeners=self._commit_listeners,
                 announce=self._announce,
+                on_large_batch=self._want_process if self._writer_mode == "auto" else None,
             )
-            tg = await stack.enter_async_context(anyio.create_task_group())
+            self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self._writer.run)
+            if self._writer_mode == "process":
+                await self._start_process(strict=True)
         except BaseException as exc:
             self._state = "closed"
             await stack.aclose()
@@ -195,6 +231,71 @@ class SQLiteStore(SQLiteReads, EventStore):
             self._state = "closed"
             if self._writer is not None:  # leftovers only when aclose was cancelled
                 self._writer.fail_pending("the store closed before this append")
+
+    # -- the writer process (writer="auto" or "process") ----------------------
+
+    def _want_process(self) -> None:
+        """A large batch came (writer="auto"): start the writer process, once."""
+        if self._spawning or self._state != "open" or self._tg is None:
+            return
+        if getattr(sys, "frozen", False) or not sys.executable:
+            # A frozen application's executable is the application, not a
+            # Python that runs ``-c``: never start a copy of it.
+            self._spawning = True
+            return
+        self._spawning = True
+        self._tg.start_soon(self._start_process, False)
+
+    async def _start_process(self, strict: bool) -> None:
+        """Start the writer process and route batches to it (all, or the large ones).
+
+        Raises:
+            StoreUnavailable: it did not start and ``strict`` (writer="process").
+        """
+        process = WriterProcess(on_gone=self._process_gone)
+        self._process = process
+        try:
+            # Shielded, with a deadline: never leak a half-started child.
+            with anyio.CancelScope(shield=True), anyio.fail_after(_PROCESS_START_TIMEOUT):
+                await process.start(
+                    self._path, self._busy_timeout, self._durability.name, self._cache_kib
+                )
+        except Exception as exc:
+            self._process = None
+            with anyio.CancelScope(shield=True):
+                await process.aclose(1.0)
+            if strict:
+                raise StoreUnavailable(f"cannot start the SQLite writer process: {exc}") from exc
+            _log.warning(
+                "SQLite writer process did not start; the writer thread goes on",
+                path=str(self._path),
+                error=repr(exc),
+            )
+            return
+        if self._writer is not None:
+            self._writer.use_process(process.run_batch, 0 if strict else LARGE_BATCH)
+
+    def _process_gone(self, why: str) -> None:
+        """The writer process died (not closed by us)."""
+        if self._writer_mode == "auto" and self._writer is not None:
+            self._writer.use_process(None)  # the thread takes everything again
+            _log.warning(
+                "SQLite writer process exited; the writer thread takes over",
+                path=str(self._path),
+                reason=why,
+            )
+        else:
+            _log.error(
+                "SQLite writer process exited; appends fail until the store is reopened",
+                path=str(self._path),
+                reason=why,
+            )
+
+    async def _close_process(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            with anyio.CancelScope(shield=True):
+                await process.aclose(self._busy_timeout + 5.0)
 
     async def _close_connections(self) -> None:
         # Shielded: closing always releases the connections and their threads.
@@ -262,6 +363,12 @@ class SQLiteStore(SQLiteReads, EventStore):
         busy handler; other processes are waited for up to busy_timeout.
         """
         self._check_open()
+        process = self._process
+        if process is not None and process.usable:
+            # Through the writer process, between its batches, like below.
+            with anyio.CancelScope(shield=True):
+                await process.call(("aux", sql, tuple(params)))
+            return
         assert self._executor is not None
         assert self._writer_conn is not None
         future = asyncio.get_running_loop().run_in_executor(
@@ -361,6 +468,10 @@ class SQLiteStore(SQLiteReads, EventStore):
             if not (isinstance(name, str) and name.isidentifier()):
                 raise ValueError(f"not a pragma name: {name!r}")
         self._check_open()
+        process = self._process
+        if process is not None and process.usable:
+            values: dict[str, Any] = await process.call(("pragmas", list(names)))
+            return values
         assert self._executor is not None
         conn = self._writer_conn
         assert conn is not None

@@ -29,6 +29,14 @@ from stores._types import AppendResult, RecordedEvent, StoreStatistics
 __all__ = ["GroupCommitWriter"]
 
 _SPLIT_AT = 64  # queued appends at which an idle writer primes its pipeline
+LARGE_BATCH = 64
+"""Appends in a batch from which writer="auto" hands batches to its writer process."""
+
+RunBatch = Callable[
+    [list[AppendRequest], Callable[[list[AppendRequest], "int | Exception | None"], None]], None
+]
+"""``run_batch(batch, done)``: commit ``batch`` somewhere, then ``done(batch, outcome)`` on
+the loop with every request's ``outcome`` set (see :func:`write_batch`)."""
 
 
 class GroupCommitWriter:
@@ -44,9 +52,19 @@ class GroupCommitWriter:
         max_batch_events: int,
         listeners: Sequence[object],
         announce: Callable[[Sequence[RecordedEvent]], None],
+        on_large_batch: Callable[[], None] | None = None,
     ) -> None:
         self._conn = conn
         self._executor = executor
+        # The writer process (SQLiteStore's writer="auto" or "process"): batches
+        # of at least _elsewhere_min appends run there instead of on the
+        # thread; see use_process(). Only one batch is ever in flight, so the
+        # thread's and the process's connections never wait for each other.
+        self._run_elsewhere: RunBatch | None = None
+        self._elsewhere_min = 0
+        # Called (on the loop) for each batch of LARGE_BATCH appends or more
+        # that runs on the thread: writer="auto" starts its process then.
+        self._on_large_batch = on_large_batch
         self._busy_timeout = busy_timeout
         self._max_appends = max(1, max_batch_appends)
         self._max_events = max(1, max_batch_events)
@@ -127,8 +145,22 @@ class GroupCommitWriter:
                 limit -= 1
         return batch
 
+    def use_process(self, run_batch: RunBatch | None, min_appends: int = 0) -> None:
+        """Run batches of at least ``min_appends`` appends with ``run_batch`` (None: none)."""
+        self._run_elsewhere = run_batch
+        self._elsewhere_min = min_appends
+
     def _start(self, batch: list[AppendRequest]) -> None:
-        """Hand a batch to the writer thread; :meth:`_done` gets its outcome."""
+        """Hand a batch to the writer thread (or process); :meth:`_done` gets its outcome."""
+        run_elsewhere = self._run_elsewhere
+        if run_elsewhere is not None and len(batch) >= self._elsewhere_min:
+            # Marked in flight first: a writer process that is gone answers at once.
+            self._inflight = True
+            self._idle.clear()
+            run_elsewhere(batch, self._done)
+            return
+        if self._on_large_batch is not None and len(batch) >= LARGE_BATCH:
+            self._on_large_batch()
         try:
             self._executor.submit(self._run_batch, batch)
         except RuntimeError as exc:  # the executor was shut down: nothing will run

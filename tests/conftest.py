@@ -10,7 +10,8 @@ import pytest
 
 from stores import EventStore
 
-BACKENDS = ["memory", "sqlite", "postgres"]
+# "sqlite-process": SQLiteStore(writer="process"), the writer in a child process.
+BACKENDS = ["memory", "sqlite", "sqlite-process", "postgres"]
 
 
 @pytest.fixture
@@ -25,9 +26,11 @@ async def open_backend(name: str, tmp_path: Path, **options: object) -> EventSto
         from stores import MemoryStore
 
         return MemoryStore(**options)  # type: ignore[arg-type]
-    if name == "sqlite":
+    if name in ("sqlite", "sqlite-process"):
         from stores import SQLiteStore
 
+        if name == "sqlite-process":
+            options = {"writer": "process", **options}
         return SQLiteStore(tmp_path / "events.db", **options)  # type: ignore[arg-type]
     if name == "postgres":
         from tests import pg

@@ -2,11 +2,12 @@
 
 Usage:
 
-``python -m tests.sqlite_child crash PATH``
+``python -m tests.sqlite_child crash PATH [WRITER]``
     Appends forever from 8 concurrent tasks, each to its own streams, 1-4
     events per append, each with a command id; prints ``ack STREAM VERSION
     FIRST LAST COMMAND`` (flushed) after each acknowledged append. The parent
-    SIGKILLs it.
+    SIGKILLs it. ``WRITER`` is the store's ``writer=`` (default ``thread``);
+    with ``process`` the first line is ``writer PID`` (its writer process).
 
 ``python -m tests.sqlite_child race PATH WORKER STREAMS APPENDS``
     Phase 1: reads the version of ``Race-0``, prints ``ready``, waits for a
@@ -30,9 +31,12 @@ from stores import ConcurrencyError, NewEvent, SQLiteStore
 TASKS = 8
 
 
-async def crash(path: str) -> None:
+async def crash(path: str, writer: str = "thread") -> None:
     """Append until killed, acknowledging each committed append on stdout."""
-    async with SQLiteStore(path) as store:
+    async with SQLiteStore(path, writer=writer) as store:
+        if writer == "process":
+            assert store._process is not None
+            print(f"writer {store._process.pid}", flush=True)
         counter = itertools.count()
 
         async def run(task: int) -> None:
@@ -93,6 +97,6 @@ async def race(path: str, worker: int, streams: int, appends: int) -> None:
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "crash":
-        anyio.run(crash, args[0])
+        anyio.run(crash, *args)
     else:
         anyio.run(race, args[0], int(args[1]), int(args[2]), int(args[3]))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -13,7 +15,7 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from stores import SQLiteStore
+from stores import NewEvent, SQLiteStore, StoreUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = [sys.executable, "-m", "tests.sqlite_child"]
@@ -22,6 +24,28 @@ CHILD = [sys.executable, "-m", "tests.sqlite_child"]
 async def read_line(stream: BufferedByteReceiveStream) -> str:
     """One line of a child's stdout."""
     return (await stream.receive_until(b"\n", 10_000)).decode()
+
+
+async def wait_gone(pid: int, seconds: float = 20.0) -> None:
+    """Wait until process ``pid`` has exited (a zombie counts: it runs no more)."""
+    with anyio.fail_after(seconds):
+        while True:
+            try:
+                stat = await anyio.Path(f"/proc/{pid}/stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            if stat.split(") ")[-1][0] in "ZX":
+                return
+            await anyio.sleep(0.02)
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float) -> None:
+    """Poll ``condition`` until it holds (fail after ``seconds``)."""
+    with anyio.fail_after(seconds):
+        while True:
+            if condition():
+                return
+            await anyio.sleep(0.01)
 
 
 async def stderr_of(process: Process) -> str:
@@ -33,15 +57,26 @@ async def stderr_of(process: Process) -> str:
 
 @pytest.mark.anyio
 @pytest.mark.slow
-async def test_sigkill_mid_load_loses_no_acknowledged_append(tmp_path: Path) -> None:
-    """After repeated SIGKILLs every acknowledged append is stored whole, with no gaps."""
+@pytest.mark.parametrize("writer", ["thread", "process"])
+async def test_sigkill_mid_load_loses_no_acknowledged_append(tmp_path: Path, writer: str) -> None:
+    """After repeated SIGKILLs every acknowledged append is stored whole, with no gaps.
+
+    With ``writer="process"`` the killed process's writer process outlives it
+    for a moment: it finishes its batch, finds its input closed, and exits.
+    """
     path = tmp_path / "events.db"
     acks: list[list[str]] = []
+    writers: list[int] = []
     for _ in range(3):
         target = len(acks) + 200
-        async with await anyio.open_process([*CHILD, "crash", str(path)], cwd=ROOT) as proc:
+        command = [*CHILD, "crash", str(path), writer]
+        async with await anyio.open_process(command, cwd=ROOT) as proc:
             assert proc.stdout is not None
             out = BufferedByteReceiveStream(proc.stdout)
+            if writer == "process":
+                tag, pid = (await read_line(out)).split()
+                assert tag == "writer"
+                writers.append(int(pid))
             try:
                 while len(acks) < target:
                     acks.append((await read_line(out)).split())
@@ -55,6 +90,8 @@ async def test_sigkill_mid_load_loses_no_acknowledged_append(tmp_path: Path) -> 
             except (anyio.EndOfStream, anyio.IncompleteRead):
                 pass
             assert await proc.wait() == -signal.SIGKILL
+    for pid in writers:
+        await wait_gone(pid)
 
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -133,3 +170,88 @@ async def test_two_processes_write_each_version_exactly_once(tmp_path: Path) -> 
         tags = Counter((e.data["w"], e.data.get("i")) for e in await store.read_all(0, 10_000))
         assert all(n == 1 for n in tags.values())
         assert len(tags) == written
+
+
+@pytest.mark.anyio
+async def test_dead_writer_process_fails_appends_clearly_and_the_store_still_closes(
+    tmp_path: Path,
+) -> None:
+    """writer="process": once its process is killed, appends raise StoreUnavailable; rest works."""
+    async with SQLiteStore(tmp_path / "events.db", writer="process") as store:
+        assert (await store.append("S-1", [NewEvent("T.A", {})], 0)).version == 1
+        assert store._process is not None
+        pid = store._process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await wait_gone(pid)
+        with pytest.raises(StoreUnavailable, match="writer process"):
+            await store.append("S-1", [NewEvent("T.A", {})], 1)
+        await store.save_snapshot("S-1", 1, {})  # on the store's own connection
+        assert (await store.load_snapshot("S-1")) is not None
+        assert [e.version for e in await store.read_stream("S-1")] == [1]
+    async with SQLiteStore(tmp_path / "events.db", writer="process") as store:
+        assert (await store.append("S-1", [NewEvent("T.A", {})], 1)).version == 2
+
+
+@pytest.mark.anyio
+async def test_closing_the_store_ends_its_writer_process(tmp_path: Path) -> None:
+    """The writer process exits when its store closes; a bad ``writer`` is refused up front."""
+    async with SQLiteStore(tmp_path / "events.db", writer="process") as store:
+        assert store._process is not None
+        pid = store._process.pid
+        assert pid is not None
+    await wait_gone(pid, seconds=0.5)  # already reaped by aclose
+    with pytest.raises(ValueError, match="writer"):
+        SQLiteStore(tmp_path / "events.db", writer="fork")
+
+
+async def burst(store: SQLiteStore, first: int, count: int) -> None:
+    """``count`` concurrent one-event appends to new streams (one large group-commit batch)."""
+    async with anyio.create_task_group() as tg:
+        for n in range(first, first + count):
+            tg.start_soon(store.append, f"B-{n}", [NewEvent("T.A", {})], 0)
+
+
+@pytest.mark.anyio
+async def test_auto_writer_starts_its_process_under_load_and_falls_back_when_it_dies(
+    tmp_path: Path,
+) -> None:
+    """writer="auto": small batches stay on the thread; large ones start and then use the
+    process; when the process dies the thread takes everything again."""
+    async with SQLiteStore(tmp_path / "events.db") as store:  # "auto" is the default
+        for n in range(20):
+            await store.append(f"S-{n}", [NewEvent("T.A", {})], 0)
+        assert store._process is None  # light load: no process
+        await burst(store, 0, 300)  # one batch >= LARGE_BATCH: the process starts
+        await wait_until(lambda: store._process is not None and store._process.usable, 30)
+        process = store._process
+        assert process is not None
+        await burst(store, 300, 300)
+        assert process.batches >= 1  # large batches now go to the process
+        before = process.batches
+        await store.append("S-0", [NewEvent("T.A", {})], 1)  # a small one stays on the thread
+        assert process.batches == before
+        pid = process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        # Appends sent before the death is noticed: at most the batch the process
+        # had fails (outcome unknown); the rest go to the thread.
+        failed: list[BaseException] = []
+
+        async def append(n: int) -> None:
+            try:
+                await store.append(f"B-{n}", [NewEvent("T.A", {})], 0)
+            except StoreUnavailable as exc:
+                failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(600, 900):
+                tg.start_soon(append, n)
+        await wait_gone(pid)
+        assert not process.usable
+        assert len(failed) < 300
+        assert all("writer process" in str(exc) for exc in failed)
+        await burst(store, 900, 300)  # the thread again: nothing fails
+        head = await store.head()
+        assert head >= 20 + 1 + 600 + 300
+        assert head <= 20 + 1 + 900 + 300
