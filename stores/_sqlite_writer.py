@@ -6,7 +6,10 @@ plain asyncio future (an anyio stream costs ~5 us a message, DESIGN.md). Batches
 thread hop and one transaction per batch, however many appends it holds. A
 long-lived task starts the pipeline when it is idle; from then on each batch's
 completion (ONE ``call_soon_threadsafe`` per batch) starts the next batch and
-resolves the finished one's futures.
+resolves the finished one's futures. With a writer process
+(``_sqlite_writer_process``, ``SQLiteStore(writer="auto"|"process")``) large
+batches run the same :func:`write_batch` there instead, one batch in flight
+either way, and complete through the same :meth:`GroupCommitWriter._done`.
 """
 
 from __future__ import annotations
