@@ -21,9 +21,9 @@ and up to 88 ms of wall time under the 1,000-caller benchmark: that was the
 read model's live lag. So for a batch of at least :data:`HANDOFF_MIN_EVENTS`
 events (a sign that the loop is under load) from the live feed (the sink
 passes 0 for catch-up and rebuild pages, which must not hold writers back),
-:meth:`SinkWorker.pipeline`
-blocks the loop on the batch's completion for up to :data:`HANDOFF_WAIT`,
-which hands the GIL to the read model's thread for that long: the batch
+:meth:`SinkWorker.pipeline` blocks the loop on the batch's completion for up
+to :data:`HANDOFF_WAIT`, which hands the GIL to the read model's thread for
+that long: the batch
 runs at its uncontended speed, and the loop loses about the CPU time the
 thread would have taken from it in slices anyway (measured: the write load
 sustained beside the projector went up, not down). A batch that is not

@@ -238,12 +238,11 @@ class SQLiteStore(SQLiteReads, EventStore):
         """A large batch came (writer="auto"): start the writer process, once."""
         if self._spawning or self._state != "open" or self._tg is None:
             return
+        self._spawning = True
         if getattr(sys, "frozen", False) or not sys.executable:
             # A frozen application's executable is the application, not a
             # Python that runs ``-c``: never start a copy of it.
-            self._spawning = True
             return
-        self._spawning = True
         self._tg.start_soon(self._start_process, False)
 
     async def _start_process(self, strict: bool) -> None:

@@ -199,7 +199,7 @@ class WriterProcess:
             written = os.write(self._to_child, self._out)
         except BlockingIOError:
             written = 0
-        except OSError as exc:  # the child is gone: its reader sees EOF and fails the rest
+        except OSError as exc:  # the child is gone (broken pipe): fail what waits for it
             self._out.clear()
             self._stop_writing()
             self._gone(f"the writer process cannot be written to: {exc}")
@@ -232,15 +232,21 @@ class WriterProcess:
         buf = self._in
         buf += chunk
         offset = 0
+        replies = []
         while len(buf) - offset >= _HEADER.size:
             (size,) = _HEADER.unpack_from(buf, offset)
             end = offset + _HEADER.size + size
             if len(buf) < end:
                 break
-            reply = pickle.loads(buf[offset + _HEADER.size : end])
+            replies.append(pickle.loads(buf[offset + _HEADER.size : end]))
             offset = end
-            self._waiting.popleft()(reply)
+        # Consumed before any reply is handled: a handler that raises (or sends
+        # the next request) must not see these bytes again.
         del buf[:offset]
+        for reply in replies:
+            if self._dead is not None:
+                break  # a handler found the child gone: everything waiting was failed
+            self._waiting.popleft()(reply)
 
     def _exit_text(self) -> str:
         code = self._proc.poll() if self._proc is not None else None
