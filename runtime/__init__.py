@@ -21,7 +21,7 @@ from runtime._errors import Overloaded as Overloaded
 from runtime._errors import RuntimeClosed as RuntimeClosed
 from runtime._errors import UnknownCategory as UnknownCategory
 from runtime._errors import UnknownCommand as UnknownCommand
-from runtime._gc import DEFAULT_GC_THRESHOLD as DEFAULT_GC_THRESHOLD
+from stores._gc import DEFAULT_GC_THRESHOLD as DEFAULT_GC_THRESHOLD
 from runtime._outcome import DeadLetter as DeadLetter
 from runtime._outcome import Outcome as Outcome
 from runtime._process_manager import CommandSender as CommandSender

@@ -27,7 +27,7 @@ from runtime._errors import (
     RuntimeClosed,
     UnknownCategory,
 )
-from runtime._gc import DEFAULT_GC_THRESHOLD, hold_gc_threshold
+from stores._gc import DEFAULT_GC_THRESHOLD, hold_gc_threshold
 from runtime._mailbox import Deadlines
 from runtime._outcome import DeadLetter
 from runtime._projection_engine import ProjectionEngine
@@ -90,7 +90,7 @@ class Runtime(Sending):
             (~30% of the CPU per command and 1.3-1.9x the p99 latency on the
             1,000-caller benchmark). A higher threshold set by the
             application, or a disabled GC, is left alone. ``None`` never
-            touches the GC. See ``runtime/_gc.py`` and the README.
+            touches the GC. See ``stores/_gc.py`` and the README.
 
     Raises:
         InvalidArgument: a bad option, both or neither of path/store, a class

@@ -14,6 +14,7 @@ from stores._base import ConsumerTransaction as ConsumerTransaction
 from stores._base import EventStore as EventStore
 from stores._codec import DEFAULT_MAX_EVENT_BYTES as DEFAULT_MAX_EVENT_BYTES
 from stores._codec import MAX_STREAM_NAME as MAX_STREAM_NAME
+from stores._gc import DEFAULT_GC_THRESHOLD as DEFAULT_GC_THRESHOLD
 from stores._errors import ActorsourcingError as ActorsourcingError
 from stores._errors import ConcurrencyError as ConcurrencyError
 from stores._errors import CorruptSnapshot as CorruptSnapshot
@@ -55,6 +56,7 @@ __all__ = [
     "Snapshot",
     "StoreStatistics",
     "category_of",
+    "DEFAULT_GC_THRESHOLD",
     "DEFAULT_MAX_EVENT_BYTES",
     "MAX_STREAM_NAME",
     # backends

@@ -31,7 +31,7 @@ taken once per batch, not per append.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -49,6 +49,7 @@ from stores._codec import (
     validate_stream,
 )
 from stores._errors import CorruptSnapshot, StoreClosed, StoreUnavailable
+from stores._gc import DEFAULT_GC_THRESHOLD, hold_gc_threshold
 from stores._postgres_batch import Pending, Plan
 from stores._postgres_consumer import consumer_transaction
 from stores._postgres_errors import DRIVER_ERRORS, RETRYABLE
@@ -108,6 +109,9 @@ class PostgresStore(PostgresReads, EventStore):
             append still goes alone).
         poll_interval: How often :meth:`wait_for_head` re-reads the head
             in case a notification was missed (seconds).
+        gc_threshold: Process-wide: while the store is open, the cyclic GC's
+            generation-0 threshold is at least this (as ``SQLiteStore``; see
+            ``stores/_gc.py``). ``None`` never touches the GC.
     """
 
     def __init__(
@@ -122,8 +126,11 @@ class PostgresStore(PostgresReads, EventStore):
         max_batch_appends: int = 1000,
         max_batch_events: int = 20_000,
         poll_interval: float = 1.0,
+        gc_threshold: int | None = DEFAULT_GC_THRESHOLD,
     ) -> None:
         super().__init__()
+        if gc_threshold is not None and (type(gc_threshold) is not int or gc_threshold < 1):
+            raise ValueError(f"gc_threshold must be a positive int or None, not {gc_threshold!r}")
         quote_ident(schema)  # validates
         for name, value in (
             ("max_event_bytes", max_event_bytes),
@@ -149,6 +156,8 @@ class PostgresStore(PostgresReads, EventStore):
         self._statement_timeout = statement_timeout
         self._max_batch = (max_batch_appends, max_batch_events)
         self._poll_interval = poll_interval
+        self._gc_threshold = gc_threshold
+        self._release_gc: Callable[[], None] | None = None
         self._state = "new"  # new -> open -> closing -> closed
         self._pool: asyncpg.Pool | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -214,6 +223,8 @@ class PostgresStore(PostgresReads, EventStore):
             self._connect, self._sql, self._max_batch, self._on_commit, self._call, idle_ms
         )
         self._tg.start_soon(self._writer.run)
+        if self._gc_threshold is not None:
+            self._release_gc = hold_gc_threshold(self._gc_threshold)
         self._state = "open"
 
     async def aclose(self) -> None:
@@ -232,6 +243,9 @@ class PostgresStore(PostgresReads, EventStore):
         finally:
             await self._close_pool()
             self._state = "closed"
+            if self._release_gc is not None:
+                self._release_gc()
+                self._release_gc = None
 
     async def _close_pool(self) -> None:
         pool, self._pool = self._pool, None

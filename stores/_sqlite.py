@@ -27,6 +27,7 @@ from stores._codec import (
     validate_stream,
 )
 from stores._errors import StoreClosed, StoreUnavailable
+from stores._gc import DEFAULT_GC_THRESHOLD, hold_gc_threshold
 from stores._sqlite_batch import ANY_VERSION, AppendRequest
 from stores._sqlite_consumer import SET_CHECKPOINT_SQL, consumer_transaction
 from stores._sqlite_reads import VERSION_OF, SQLiteReads
@@ -91,6 +92,12 @@ class SQLiteStore(SQLiteReads, EventStore):
             which then takes such batches while small ones stay on the
             thread; if it cannot start or dies, the thread takes everything
             again (a batch it was writing fails with ``StoreUnavailable``).
+        gc_threshold: Process-wide: while the store is open, the cyclic GC's
+            generation-0 threshold is at least this (Python's default: 700),
+            so appends in flight die young instead of being promoted and
+            walked by full collections; restored when the last store or
+            runtime holding it closes (see ``stores/_gc.py``). ``None``
+            never touches the GC.
     """
 
     def __init__(
@@ -105,8 +112,11 @@ class SQLiteStore(SQLiteReads, EventStore):
         max_batch_events: int = 20_000,
         cache_kib: int = 65536,
         writer: str = "auto",
+        gc_threshold: int | None = DEFAULT_GC_THRESHOLD,
     ) -> None:
         super().__init__()
+        if gc_threshold is not None and (type(gc_threshold) is not int or gc_threshold < 1):
+            raise ValueError(f"gc_threshold must be a positive int or None, not {gc_threshold!r}")
         if writer not in ("auto", "thread", "process"):
             raise ValueError(f"writer must be 'auto', 'thread' or 'process', not {writer!r}")
         if sys.platform == "win32":  # no pipes on the proactor event loop's add_reader
@@ -128,6 +138,7 @@ class SQLiteStore(SQLiteReads, EventStore):
         self._max_batch_events = max_batch_events
         self._cache_kib = cache_kib
         self._writer_mode = writer
+        self._gc_threshold = gc_threshold
         self._process: WriterProcess | None = None
         self._spawning = False  # writer="auto": a writer process was asked for
         self._tg: anyio.abc.TaskGroup | None = None
@@ -160,6 +171,8 @@ class SQLiteStore(SQLiteReads, EventStore):
         self._state = "open"
         stack = AsyncExitStack()
         try:
+            if self._gc_threshold is not None:
+                stack.callback(hold_gc_threshold(self._gc_threshold))  # released last
             stack.push_async_callback(self._close_connections)
             # One dedicated thread owns the writer connection for its lifetime.
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")

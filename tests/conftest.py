@@ -3,7 +3,8 @@ the ``store`` fixture that runs the store conformance suite on every backend."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import gc
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,14 @@ async def pg_store() -> AsyncIterator[EventStore]:
 
     async with pg.opened_store() as opened:
         yield opened
+
+
+@pytest.fixture
+def gc_thresholds() -> Iterator[tuple[int, int, int]]:
+    """Python's default thresholds for the test, whatever the process had; put back after."""
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        yield gc.get_threshold()
+    finally:
+        gc.set_threshold(*before)

@@ -4,6 +4,7 @@ transactions, checkpoints, snapshots, schema versions, lifecycle."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -297,3 +298,17 @@ def test_importing_stores_does_not_need_asyncpg() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "ok"
+
+
+async def test_store_holds_the_gc_threshold_while_open(
+    gc_thresholds: tuple[int, int, int],
+) -> None:
+    """An open PostgresStore holds generation 0 at its gc_threshold, then restores it."""
+    store = await pg.new_store(gc_threshold=34_567)
+    try:
+        assert gc.get_threshold() == gc_thresholds  # not before open
+        async with store:
+            assert gc.get_threshold() == (34_567, *gc_thresholds[1:])
+        assert gc.get_threshold() == gc_thresholds
+    finally:
+        await pg.drop_store(store)

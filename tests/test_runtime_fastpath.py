@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -92,17 +91,6 @@ async def test_long_timeouts_of_any_size_answer_normally(seconds: float) -> None
     async with Runtime(aggregates=[Account], store=MemoryStore()) as rt:
         assert (await rt.ask(ACC, Open(owner="ann"), timeout=seconds)).version == 1
         assert len(rt._deadlines) == 0
-
-
-@pytest.fixture
-def gc_thresholds() -> Iterator[tuple[int, int, int]]:
-    """Python's default thresholds for the test, whatever the process had; put back after."""
-    before = gc.get_threshold()
-    gc.set_threshold(700, 10, 10)
-    try:
-        yield gc.get_threshold()
-    finally:
-        gc.set_threshold(*before)
 
 
 async def test_gc_threshold_is_raised_by_default_and_restored_on_exit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from stores import (
     ANY,
+    DEFAULT_GC_THRESHOLD,
     ConcurrencyError,
     CorruptSnapshot,
     DuplicateCommand,
@@ -374,3 +376,57 @@ async def test_pragmas_reads_the_writer_connection_and_rejects_bad_names(tmp_pat
         assert values == {"synchronous": 1, "journal_mode": "wal"}
         with pytest.raises(ValueError, match="not a pragma name"):
             await store.pragmas("synchronous; DROP TABLE events")
+
+
+# -- the GC threshold ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_store_holds_the_gc_threshold_while_open(
+    tmp_path: Path, gc_thresholds: tuple[int, int, int]
+) -> None:
+    """An open store holds generation 0 at DEFAULT_GC_THRESHOLD (or its own), then restores it."""
+    async with SQLiteStore(tmp_path / "a.db") as store:
+        assert gc.get_threshold() == (DEFAULT_GC_THRESHOLD, *gc_thresholds[1:])
+        await store.append("A-1", [ev()], 0)
+    assert gc.get_threshold() == gc_thresholds
+    async with SQLiteStore(tmp_path / "b.db", gc_threshold=23_456):
+        assert gc.get_threshold() == (23_456, *gc_thresholds[1:])
+    assert gc.get_threshold() == gc_thresholds
+    async with SQLiteStore(tmp_path / "c.db", gc_threshold=None):
+        assert gc.get_threshold() == gc_thresholds
+
+
+@pytest.mark.anyio
+async def test_store_and_runtime_share_the_gc_hold(
+    tmp_path: Path, gc_thresholds: tuple[int, int, int]
+) -> None:
+    """A runtime over a store: the larger value holds until both have closed."""
+    from aggregates.examples.bank import Account
+    from runtime import Runtime
+
+    store = SQLiteStore(tmp_path / "a.db", gc_threshold=30_000)
+    async with Runtime(aggregates=[Account], store=store):
+        assert gc.get_threshold()[0] == 30_000
+    assert gc.get_threshold() == gc_thresholds
+
+
+@pytest.mark.anyio
+async def test_store_that_fails_to_open_releases_the_gc_hold(
+    tmp_path: Path, gc_thresholds: tuple[int, int, int]
+) -> None:
+    """A store whose open fails leaves the thresholds as they were."""
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(StoreUnavailable):
+        async with SQLiteStore(tmp_path / "dir.db"):
+            pass
+    assert gc.get_threshold() == gc_thresholds
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "10000"])
+def test_invalid_gc_threshold_is_refused(tmp_path: Path, value: object) -> None:
+    """A bad gc_threshold raises ValueError at construction and leaves the GC alone."""
+    before = gc.get_threshold()
+    with pytest.raises(ValueError, match="gc_threshold"):
+        SQLiteStore(tmp_path / "x.db", gc_threshold=value)  # type: ignore[arg-type]
+    assert gc.get_threshold() == before
