@@ -21,7 +21,6 @@ from runtime._errors import Overloaded as Overloaded
 from runtime._errors import RuntimeClosed as RuntimeClosed
 from runtime._errors import UnknownCategory as UnknownCategory
 from runtime._errors import UnknownCommand as UnknownCommand
-from stores._gc import DEFAULT_GC_THRESHOLD as DEFAULT_GC_THRESHOLD
 from runtime._outcome import DeadLetter as DeadLetter
 from runtime._outcome import Outcome as Outcome
 from runtime._process_manager import CommandSender as CommandSender
@@ -51,6 +50,7 @@ from runtime._projection_types import ProjectorStatistics as ProjectorStatistics
 from runtime._projector import Projector as Projector
 from runtime._runtime import Runtime as Runtime
 from runtime._stats import RuntimeStatistics as RuntimeStatistics
+from stores._gc import DEFAULT_GC_THRESHOLD as DEFAULT_GC_THRESHOLD
 
 __all__ = [
     "Runtime",

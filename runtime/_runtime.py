@@ -27,7 +27,6 @@ from runtime._errors import (
     RuntimeClosed,
     UnknownCategory,
 )
-from stores._gc import DEFAULT_GC_THRESHOLD, hold_gc_threshold
 from runtime._mailbox import Deadlines
 from runtime._outcome import DeadLetter
 from runtime._projection_engine import ProjectionEngine
@@ -40,6 +39,7 @@ from runtime._temporal import check_bounds, load_state
 from runtime._turns import Turns
 from runtime._write import WritePath
 from stores import EventStore
+from stores._gc import DEFAULT_GC_THRESHOLD, hold_gc_threshold
 
 __all__ = ["Runtime"]
 

@@ -14,7 +14,6 @@ from stores._base import ConsumerTransaction as ConsumerTransaction
 from stores._base import EventStore as EventStore
 from stores._codec import DEFAULT_MAX_EVENT_BYTES as DEFAULT_MAX_EVENT_BYTES
 from stores._codec import MAX_STREAM_NAME as MAX_STREAM_NAME
-from stores._gc import DEFAULT_GC_THRESHOLD as DEFAULT_GC_THRESHOLD
 from stores._errors import ActorsourcingError as ActorsourcingError
 from stores._errors import ConcurrencyError as ConcurrencyError
 from stores._errors import CorruptSnapshot as CorruptSnapshot
@@ -26,6 +25,7 @@ from stores._errors import StoreClosed as StoreClosed
 from stores._errors import StoreError as StoreError
 from stores._errors import StoreUnavailable as StoreUnavailable
 from stores._errors import UnknownSchemaVersion as UnknownSchemaVersion
+from stores._gc import DEFAULT_GC_THRESHOLD as DEFAULT_GC_THRESHOLD
 from stores._types import ANY as ANY
 from stores._types import AppendResult as AppendResult
 from stores._types import CommandRecord as CommandRecord
