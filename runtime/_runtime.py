@@ -153,7 +153,7 @@ class Runtime(Sending):
         self._snapshots = SnapshotWriter(store, self._counters)
         self._write = WritePath(store, registry, self._counters, self._snapshots, max_retries)
         self._turns = Turns(self._write, self._counters, self._directory)
-        self._scheduler = Scheduler(self._turns.run, _MAX_WORKERS)
+        self._scheduler = Scheduler(self._turns.step, _MAX_WORKERS)
         self._turns.scheduler = self._scheduler
         self._gc_threshold = gc_threshold
         self._state = "new"  # new -> open -> closing -> closed
@@ -248,6 +248,7 @@ class Runtime(Sending):
                     await self._turns.wait_idle()
             with anyio.move_on_after(self._shutdown_timeout):
                 await self._snapshots.flush()
+        self._turns.stopped = True
         self._scheduler.stop()
         self._scheduler.cancel()
         assert self._tg is not None

@@ -4,17 +4,21 @@ An idle actor owns no task. When its mailbox goes from empty to non-empty it
 joins the ready queue; a parked worker is woken (an ``asyncio`` future set,
 a few microseconds) or, if none is parked, a new worker is started in the
 runtime's task group (anyio ``start_soon`` costs ~38 us, paid only when the
-pool grows). Workers await the store while running a turn, so the pool grows
-to the number of actors with a command in flight: that is what lets the store
-group-commit many actors' appends in one transaction. Surplus parked workers
-are retired by :meth:`Scheduler.trim`.
+pool grows). A worker starts an actor's append and moves on to the next ready
+actor (see ``runtime/_turns.py``): the append's callback puts the actor back
+in the queue, so a few workers keep many actors' appends in flight, which the
+store group-commits in one transaction. A worker awaits only a turn that
+needs I/O (activation, a rejection's check, a retry), so the pool grows to
+the number of those in flight. Surplus parked workers are retired by
+:meth:`Scheduler.trim`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -28,7 +32,8 @@ class Scheduler:
     """The ready queue and worker pool.
 
     Args:
-        turn: Runs one turn of an actor (a batch of its queued commands).
+        step: Takes an actor's turn as far as it goes without awaiting; returns
+            ``None``, or a coroutine (the rest of the turn) for the worker to await.
         max_workers: The most workers (actors running a turn at once).
     """
 
@@ -37,19 +42,23 @@ class Scheduler:
         "_low_water",
         "_ready",
         "_scopes",
+        "_step",
         "_tg",
-        "_turn",
+        "drainers",
         "max_workers",
         "workers",
     )
 
-    def __init__(self, turn: Callable[[Actor], Awaitable[None]], max_workers: int) -> None:
-        self._turn = turn
+    def __init__(
+        self, step: Callable[[Actor], Coroutine[Any, Any, None] | None], max_workers: int
+    ) -> None:
+        self._step = step
         self._ready: deque[Actor] = deque()
         self._idle: deque[asyncio.Future[bool]] = deque()
         self._tg: TaskGroup | None = None
         self.max_workers = max_workers
         self.workers = 0
+        self.drainers = 0  # workers started or woken to drain ``_ready``, not parked
         self._low_water = 0  # fewest parked workers seen since the last trim
         self._scopes: set[anyio.CancelScope] = set()
 
@@ -60,6 +69,11 @@ class Scheduler:
     def schedule(self, actor: Actor) -> None:
         """Queue ``actor`` for a turn and make sure a worker will take it."""
         self._ready.append(actor)
+        if not self.drainers:
+            self._add_drainer()
+
+    def _add_drainer(self) -> None:
+        """Wake a parked worker (or start one) to drain the ready queue."""
         idle = self._idle
         if len(idle) <= self._low_water:
             self._low_water = len(idle) - 1 if idle else 0
@@ -68,16 +82,21 @@ class Scheduler:
             waiter = idle.pop()
             if not waiter.done():
                 waiter.set_result(True)
+                self.drainers += 1
                 return
         if self.workers < self.max_workers and self._tg is not None:
             self.workers += 1
+            self.drainers += 1
             self._tg.start_soon(self._worker)
 
     async def _worker(self) -> None:
+        # Counted in ``drainers`` from when it is started or woken until it
+        # parks, except while it awaits a turn that needs I/O: then another
+        # worker takes over the queue, so no ready actor waits behind that I/O.
         loop = asyncio.get_running_loop()
         ready = self._ready
         idle = self._idle
-        turn = self._turn
+        step = self._step
         # Shielded: cancelling the code around ``async with Runtime`` must not
         # kill turns mid-command; the runtime drains, then retires the workers
         # (stop) or, past its deadline, cancels them itself (cancel).
@@ -86,14 +105,30 @@ class Scheduler:
             try:
                 while True:
                     while ready:
-                        await turn(ready.popleft())
+                        rest = step(ready.popleft())
+                        if rest is not None:
+                            self.drainers -= 1
+                            if ready and not self.drainers:
+                                self._add_drainer()
+                            try:
+                                await rest
+                            finally:
+                                self.drainers += 1
+                    self.drainers -= 1
                     waiter: asyncio.Future[bool] = loop.create_future()
                     idle.append(waiter)
-                    if not await waiter:
+                    try:
+                        woken = await waiter
+                    except BaseException:
+                        self.drainers += 1  # the finally below counts it out
+                        raise
+                    if not woken:
+                        self.drainers += 1
                         return
             finally:
                 self._scopes.discard(scope)
                 self.workers -= 1
+                self.drainers -= 1
 
     def trim(self, keep: int) -> None:
         """Retire parked workers that stayed unused since the last trim, keeping ``keep``.

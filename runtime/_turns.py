@@ -1,24 +1,45 @@
-"""Actor turns: running an actor's queued commands and settling their callers."""
+"""Actor turns: running an actor's queued commands and settling their callers.
+
+A command's usual way needs no await of its own: a worker runs the handler,
+encodes the events and starts the append (``EventStore.start_append``), then
+goes on to the next ready actor; the append's completion callback applies the
+events, answers the asker and puts the actor back in the ready queue if more
+is queued. The actor stays scheduled meanwhile, so its commands still run one
+at a time, in order. That spares each command two task switches (the worker
+resuming after the commit through four coroutine frames, and a parked worker
+woken per command), measured at ~25% more commands/s at 1,000 callers.
+
+What needs I/O goes the general way, :meth:`Turns.run`, a coroutine the
+worker awaits: activation, a rejection (checked against the log, and a
+command id looked up), a query with a command id, a conflict's retry after
+catching up, and every command on a store whose ``append`` is overridden
+without a ``start_append`` of its own (:func:`runtime._write.native_start`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
 import structlog
 from structlog.contextvars import bind_contextvars, unbind_contextvars
 
+from aggregates import Aggregate
 from runtime._actor import Actor
 from runtime._address import Address
 from runtime._directory import Directory
 from runtime._errors import ActorStopped
 from runtime._mailbox import Message, settle_error, settle_result
-from runtime._outcome import DeadLetter
+from runtime._outcome import DeadLetter, Outcome
 from runtime._scheduler import Scheduler
 from runtime._stats import Counters
 from runtime._write import WritePath
+from stores import AppendResult, ConcurrencyError, DuplicateCommand, NewEvent
 
 __all__ = ["Turns"]
 
@@ -27,14 +48,19 @@ _log = structlog.get_logger("runtime")
 _TURN_BATCH = 32
 """Commands one actor runs per turn before yielding its worker to the next actor."""
 _DEAD_LETTERS_KEPT = 1000
+_NO_POSITIONS = range(0)
 
 
 class Turns:
     """Runs actors' turns for the scheduler's workers and tracks what is in flight.
 
     Attributes:
-        busy: Actors scheduled or running a turn (0: nothing queued anywhere).
+        busy: Actors scheduled, running a turn or waiting for an append (0:
+            nothing queued anywhere).
         scheduler: The worker pool (set by the runtime after construction).
+        stopped: Set by the runtime's shutdown once its workers are gone:
+            an append that completes later fails what its actor still has
+            queued instead of scheduling it.
     """
 
     def __init__(self, write: WritePath, counters: Counters, directory: Directory) -> None:
@@ -43,21 +69,144 @@ class Turns:
         self._directory = directory
         self._dead: deque[DeadLetter] = deque(maxlen=_DEAD_LETTERS_KEPT)
         self._idle_event: anyio.Event | None = None  # set when busy drops to 0
+        # Actors whose fast-path append failed with a conflict or a repeated
+        # command id: their next turn handles it the general way.
+        self._resume: dict[Actor, tuple[Message, Exception]] = {}
         self.busy = 0
         self.scheduler: Scheduler | None = None
+        self.stopped = False
 
-    async def run(self, actor: Actor) -> None:
-        """Run up to a batch of the actor's queued commands, one at a time, in order."""
+    def step(self, actor: Actor) -> Coroutine[Any, Any, None] | None:
+        """Take the actor's turn as far as it goes without awaiting.
+
+        Returns:
+            ``None`` when done for now: an append is in flight (its callback
+            goes on), or the actor was answered and went idle or back in the
+            ready queue. Otherwise the general turn (:meth:`run`), which the
+            worker must await.
+        """
         write = self._write
+        start = write.start_append
+        if start is None or actor.state is None:
+            return self.run(actor)
+        if self._resume:
+            resume = self._resume.pop(actor, None)
+            if resume is not None:
+                return self.run(actor, resume[0], failed=resume[1])
         counters = self._counters
         # Bound in the worker task's own context (copied when it started), so
-        # the handler's and our logs carry them; the next turn on this worker
-        # overwrites them. bind_contextvars without a reset is ~3x cheaper than
-        # the bound_contextvars context manager.
+        # the handler's and our logs carry them; the append's callback runs in
+        # a copy taken when it was added. bind_contextvars without a reset is
+        # ~3x cheaper than the bound_contextvars context manager.
+        bind_contextvars(address=str(actor.address))
+        for _ in range(_TURN_BATCH):
+            msg = _next_message(actor)
+            if msg is None:
+                break
+            state = actor.state
+            if state is None:  # reset by a failing applier: reload first
+                return self.run(actor, msg)
+            command_id = msg.command_id
+            try:
+                events, value = state.handle(msg.command)
+            except Exception as exc:
+                return self.run(actor, msg, exc)
+            if not events:
+                if command_id is not None:  # a repeat must answer with its first outcome
+                    return self.run(actor, msg, (events, value))
+                counters.commands += 1
+                settle_result(
+                    msg.future, Outcome(actor.address, (), actor.version, _NO_POSITIONS, value)
+                )
+                continue
+            if command_id is not None:
+                bind_contextvars(command_id=command_id)
+            try:
+                new = write.encode(state, events, msg)
+                future = start(
+                    actor.address.stream,
+                    new,
+                    actor.version,
+                    command_id=command_id,
+                    reply=value if command_id is not None else None,
+                )
+            except Exception as exc:  # bad handler result, unencodable event, store closed
+                counters.commands += 1
+                counters.rejected += 1
+                _log.debug("command failed", error=repr(exc))
+                self.failed(actor.address, msg, exc)
+                if command_id is not None:
+                    unbind_contextvars("command_id")
+                continue
+            future.add_done_callback(partial(self._committed, actor, msg, state, new, value))
+            if command_id is not None:
+                unbind_contextvars("command_id")
+            return None
+        self._release(actor)
+        return None
+
+    def _committed(
+        self,
+        actor: Actor,
+        msg: Message,
+        state: Aggregate,
+        new: list[NewEvent],
+        value: Any,
+        future: asyncio.Future[AppendResult],
+    ) -> None:
+        """The fast path's append finished: apply, answer, go on with the actor."""
+        try:
+            exc: BaseException | None = (
+                ActorStopped("the append was cancelled") if future.cancelled() else future.exception()
+            )
+            if exc is None:
+                outcome = self._write.finish(actor, state, new, future.result(), value)
+                self._counters.commands += 1
+                settle_result(msg.future, outcome)
+                self._write.maybe_snapshot(actor)
+            elif isinstance(exc, ConcurrencyError | DuplicateCommand) and not self.stopped:
+                # Catching up (or reading the first outcome back) needs I/O.
+                self._resume[actor] = (msg, exc)
+                assert self.scheduler is not None
+                self.scheduler.schedule(actor)
+                return
+            else:
+                self._counters.commands += 1
+                self._counters.rejected += 1
+                _log.debug("command failed", error=repr(exc))
+                self.failed(actor.address, msg, exc)
+        except Exception as exc:  # a bug: the asker must still hear, the actor go on
+            _log.error("completing a command failed", address=str(actor.address), exc_info=True)
+            self.failed(actor.address, msg, exc)
+        self._release(actor)
+
+    async def run(
+        self,
+        actor: Actor,
+        first: Message | None = None,
+        decided: tuple[list[Any], Any] | Exception | None = None,
+        failed: Exception | None = None,
+    ) -> None:
+        """Run up to a batch of the actor's queued commands, one at a time, in order.
+
+        Args:
+            actor: The actor.
+            first: A command the fast path already took from the mailbox:
+                it runs first.
+            decided: What its handler already returned or raised.
+            failed: The conflict or duplicate its append failed with.
+        """
+        write = self._write
+        counters = self._counters
         bind_contextvars(address=str(actor.address))
         try:
             for _ in range(_TURN_BATCH):
-                msg = _next_message(actor)
+                if first is not None:
+                    msg: Message | None = first
+                    first = None
+                else:
+                    msg = _next_message(actor)
+                    decided = failed = None
                 if msg is None:
                     break
                 future = msg.future
@@ -66,7 +215,8 @@ class Turns:
                 try:
                     if actor.state is None:
                         await write.activate(actor)
-                    outcome = await write.run(actor, msg)
+                        decided = None  # decided on a state that is gone
+                    outcome = await write.run(actor, msg, decided, failed)
                 except Exception as exc:
                     counters.commands += 1
                     counters.rejected += 1
@@ -85,16 +235,22 @@ class Turns:
                 if msg.command_id is not None:
                     unbind_contextvars("command_id")
         finally:
-            if actor.mailbox:
-                assert self.scheduler is not None
-                self.scheduler.schedule(actor)
-            else:
-                actor.mailbox = None
-                actor.scheduled = False
-                self.busy -= 1
-                self._directory.touch(actor)
-                if not self.busy and self._idle_event is not None:
-                    self._idle_event.set()
+            self._release(actor)
+
+    def _release(self, actor: Actor) -> None:
+        """End a turn: back in the ready queue if more is queued, else idle."""
+        if actor.mailbox and self.stopped:
+            self.fail_queued(actor)
+        if actor.mailbox:
+            assert self.scheduler is not None
+            self.scheduler.schedule(actor)
+        else:
+            actor.mailbox = None
+            actor.scheduled = False
+            self.busy -= 1
+            self._directory.touch(actor)
+            if not self.busy and self._idle_event is not None:
+                self._idle_event.set()
 
     async def wait_idle(self) -> None:
         """Wait until no actor has a command queued or running."""

@@ -10,8 +10,10 @@ flight.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,6 +27,7 @@ from runtime._outcome import Outcome
 from runtime._snapshots import SnapshotWriter
 from runtime._stats import Counters
 from stores import (
+    AppendResult,
     CommandRecord,
     ConcurrencyError,
     DuplicateCommand,
@@ -61,10 +64,36 @@ def _event_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def native_start(store: EventStore) -> Callable[..., asyncio.Future[AppendResult]] | None:
+    """``store.start_append`` if the store's own class provides it, else ``None``.
+
+    The turns' fast path starts appends with it. A store class that
+    overrides ``append`` without its own ``start_append`` (a wrapper that
+    gates, counts or fails appends, say) would be bypassed by an inherited
+    one, so for it the runtime awaits ``append`` as before; so it does for
+    the contract's default, which only wraps ``append`` in a task.
+    """
+    for cls in type(store).__mro__:
+        own = vars(cls)
+        if "append" in own or "start_append" in own:
+            if "append" in own and "start_append" in own and cls is not EventStore:
+                return store.start_append
+            return None
+    return None
+
+
 class WritePath:
     """Activates actors and runs their commands against one store."""
 
-    __slots__ = ("_known", "counters", "max_retries", "registry", "snapshots", "store")
+    __slots__ = (
+        "_known",
+        "counters",
+        "max_retries",
+        "registry",
+        "snapshots",
+        "start_append",
+        "store",
+    )
 
     def __init__(
         self,
@@ -80,6 +109,7 @@ class WritePath:
         self.snapshots = snapshots
         self.max_retries = max_retries
         self._known = frozenset(registry.names().values())
+        self.start_append = native_start(store)
 
     # -- activation ----------------------------------------------------------
 
@@ -135,8 +165,24 @@ class WritePath:
 
     # -- commands --------------------------------------------------------------
 
-    async def run(self, actor: Actor, msg: Message) -> Outcome:
+    async def run(
+        self,
+        actor: Actor,
+        msg: Message,
+        decided: tuple[list[Any], Any] | Exception | None = None,
+        failed: Exception | None = None,
+    ) -> Outcome:
         """Run one command on an activated actor and return its outcome.
+
+        Args:
+            actor: The actor, activated.
+            msg: The command.
+            decided: What the handler already returned (or raised) on the
+                actor's current state, so it is not run twice (the turn's
+                fast path hands a command here when it needs an await).
+            failed: The ``ConcurrencyError`` or ``DuplicateCommand`` the
+                fast path's append of this command failed with (its first
+                attempt).
 
         Raises:
             Exception: what the handler raised (nothing recorded, state untouched).
@@ -149,6 +195,11 @@ class WritePath:
         command_id = msg.command_id
         stream = actor.address.stream
         attempts = 0
+        if failed is not None:
+            attempts = 1
+            replayed = await self._append_failed(actor, msg, failed, attempts)
+            if replayed is not None:
+                return replayed
         while True:
             attempts += 1
             state = actor.state
@@ -159,8 +210,14 @@ class WritePath:
             # (the handler raised or decided no events). Handlers are pure, so
             # running one for a repeated id has no effect of its own.
             try:
-                events, value = state.handle(msg.command)
+                if decided is None:
+                    events, value = state.handle(msg.command)
+                elif isinstance(decided, Exception):
+                    raise decided
+                else:
+                    events, value = decided
             except Exception:
+                decided = None
                 if command_id is not None:
                     record = await store.find_command(command_id)
                     if record is not None:
@@ -175,6 +232,7 @@ class WritePath:
                     await self._catch_up(actor)
                     continue
                 raise
+            decided = None
             if not events:
                 if command_id is not None:
                     record = await store.find_command(command_id)
@@ -183,45 +241,69 @@ class WritePath:
                 return Outcome(actor.address, (), actor.version, _NO_POSITIONS, value)
             # The handler's fresh list becomes the NewEvent list (each NewEvent's
             # data is the event itself): one list fewer held across the append.
-            new = self._encode(state, events, msg)
+            new = self.encode(state, events, msg)
             del events
-            expected = actor.version
             try:
                 result = await store.append(
                     stream,
                     new,
-                    expected,
+                    actor.version,
                     command_id=command_id,
                     reply=value if command_id is not None else None,
                 )
-            except ConcurrencyError as exc:
-                self.counters.conflicts += 1
-                if attempts > self.max_retries:
-                    raise ConflictRetriesExhausted(actor.address, attempts, exc) from exc
-                self.counters.retries += 1
-                await self._catch_up(actor)
+            except (ConcurrencyError, DuplicateCommand) as exc:
+                replayed = await self._append_failed(actor, msg, exc, attempts)
+                if replayed is not None:
+                    return replayed
                 continue
-            except DuplicateCommand as exc:
-                # A repeated command id (from this or another process, now or
-                # before a restart): answer with the original outcome.
-                assert command_id is not None
-                dup = exc.record if isinstance(exc.record, CommandRecord) else None
-                if dup is None:
-                    dup = await store.find_command(command_id)
-                if dup is None:
-                    raise
-                if dup.stream == stream and dup.version > actor.version:
-                    # Its events were written by someone else: fold them in.
-                    await self._catch_up(actor)
-                return await self._replayed(actor, dup)
-            break
+            return self.finish(actor, state, new, result, value)
+
+    async def _append_failed(
+        self, actor: Actor, msg: Message, exc: Exception, attempts: int
+    ) -> Outcome | None:
+        """Handle an append's ConcurrencyError or DuplicateCommand.
+
+        Returns:
+            The original outcome of a repeated command id, or ``None``: the
+            actor caught up with the log, run the command again.
+
+        Raises:
+            ConflictRetriesExhausted: ``attempts`` is past ``max_retries``.
+        """
+        if isinstance(exc, ConcurrencyError):
+            self.counters.conflicts += 1
+            if attempts > self.max_retries:
+                raise ConflictRetriesExhausted(actor.address, attempts, exc) from exc
+            self.counters.retries += 1
+            await self._catch_up(actor)
+            return None
+        if not isinstance(exc, DuplicateCommand):
+            raise exc
+        # A repeated command id (from this or another process, now or before
+        # a restart): answer with the original outcome.
+        command_id = msg.command_id
+        assert command_id is not None
+        dup = exc.record if isinstance(exc.record, CommandRecord) else None
+        if dup is None:
+            dup = await self.store.find_command(command_id)
+        if dup is None:
+            raise exc
+        if dup.stream == actor.address.stream and dup.version > actor.version:
+            # Its events were written by someone else: fold them in.
+            await self._catch_up(actor)
+        return await self._replayed(actor, dup)
+
+    def finish(
+        self, actor: Actor, state: Aggregate, new: list[NewEvent], result: AppendResult, value: Any
+    ) -> Outcome:
+        """Fold a committed append's events in and build the command's outcome."""
         self._apply(actor, state, new, result.positions, result.version)
         # The store's commit time when it reports one; else the reply time, within
         # milliseconds of the commit (a read of the log returns the store's own).
         at = result.recorded_at
         return Outcome._committed(
             actor.address,
-            stream,
+            actor.address.stream,
             new,
             result.version,
             result.positions,
@@ -229,7 +311,7 @@ class WritePath:
             at if at is not None else time.time(),
         )
 
-    def _encode(self, state: Aggregate, events: list[Any], msg: Message) -> list[NewEvent]:
+    def encode(self, state: Aggregate, events: list[Any], msg: Message) -> list[NewEvent]:
         """Turn ``events`` into NewEvents in place and return the same list.
 
         ``Aggregate.handle`` returns a fresh list (never the handler's own),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -176,6 +177,31 @@ class EventStore(abc.ABC):
                 checked even when ``events`` is empty; nothing written.
             StoreClosed: the store is closed.
         """
+
+    def start_append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion,
+        *,
+        command_id: str | None = None,
+        reply: Any = None,
+    ) -> asyncio.Future[AppendResult]:
+        """Start :meth:`append` without a coroutine: a future of its result.
+
+        For callers that want to go on with other work (the runtime's turns
+        do): same arguments and semantics as :meth:`append`. Bad input and a
+        closed store may raise here (nothing queued) or fail the future; a
+        conflict or a repeated command id fails the future. Must be called
+        on the event loop (in a task or callback). Cancelling the future
+        only gives up on the answer, as cancelling an ``append`` does.
+
+        The default wraps :meth:`append` in a task; ``SQLiteStore`` and
+        ``MemoryStore`` validate and queue here, with no task.
+        """
+        return asyncio.ensure_future(
+            self.append(stream, events, expected_version, command_id=command_id, reply=reply)
+        )
 
     # -- reading -----------------------------------------------------------
 

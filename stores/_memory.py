@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -141,6 +142,38 @@ class MemoryStore(EventStore):
         """
         # A cancellation point, like a real store's await on its writer.
         await anyio.lowlevel.checkpoint()
+        return self._append_now(stream, events, expected_version, command_id, reply)
+
+    def start_append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion,
+        *,
+        command_id: str | None = None,
+        reply: Any = None,
+    ) -> asyncio.Future[AppendResult]:
+        """Append now and return a done future (see :meth:`EventStore.start_append`).
+
+        Bad input raises here; a conflict or repeated command id fails the future.
+        """
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(
+                self._append_now(stream, events, expected_version, command_id, reply)
+            )
+        except (ConcurrencyError, DuplicateCommand) as exc:
+            future.set_exception(exc)
+        return future
+
+    def _append_now(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion,
+        command_id: str | None,
+        reply: Any,
+    ) -> AppendResult:
         self._check_open()
         validate_stream(stream)
         # The database backends' check, so bad arguments raise the same TypeError

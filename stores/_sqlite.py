@@ -341,16 +341,44 @@ class SQLiteStore(SQLiteReads, EventStore):
         reply: Any = None,
     ) -> AppendResult:
         """Append events atomically through the group-commit writer (see EventStore)."""
+        if not events:
+            if self._state != "open":
+                self._check_open()
+            validate_stream(stream)
+            check_append_args(expected_version, command_id)
+            rows = await self._fetch(_EMPTY_APPEND, (stream,))
+            version, head = rows[0]
+            return AppendResult(stream, version, range(head + 1, head + 1))
+        # Cancelling this await cancels only the request (a future): the writer
+        # still commits (or drops, if it had not taken it yet) the whole append.
+        return await self.start_append(
+            stream, events, expected_version, command_id=command_id, reply=reply
+        )
+
+    def start_append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion,
+        *,
+        command_id: str | None = None,
+        reply: Any = None,
+    ) -> asyncio.Future[AppendResult]:
+        """Validate, encode and queue an append; the future resolves after its COMMIT.
+
+        See :meth:`EventStore.start_append`: bad input and a closed store
+        raise here, with nothing queued.
+        """
         if self._state != "open":
             self._check_open()
         validate_stream(stream)
         check_append_args(expected_version, command_id)
-        expected = ANY_VERSION if expected_version is ANY else expected_version
         if not events:
-            rows = await self._fetch(_EMPTY_APPEND, (stream,))
-            version, head = rows[0]
-            return AppendResult(stream, version, range(head + 1, head + 1))
-        # Encode in the caller's task: bad input fails alone, nothing queued.
+            return asyncio.ensure_future(
+                self.append(stream, events, expected_version, command_id=command_id)
+            )
+        expected = ANY_VERSION if expected_version is ANY else expected_version
+        # Encoded here, in the caller: bad input fails alone, nothing queued.
         encoded = encode_events(events, self._max_event_bytes)
         for type_, _, _, _, event_id in encoded:
             # str.isascii() is O(1) (CPython caches it): most names skip the check.
@@ -363,9 +391,7 @@ class SQLiteStore(SQLiteReads, EventStore):
         assert writer is not None
         request = AppendRequest(stream, encoded, expected, command_id, reply_bytes, writer.loop)
         writer.submit(request)
-        # Cancelling this await cancels only the request (a future): the writer
-        # still commits (or drops, if it had not taken it yet) the whole append.
-        return await request
+        return request
 
     async def _write_aux(self, sql: str, params: Sequence[Any]) -> None:
         """Run one autocommit write (snapshot, checkpoint) on the writer's thread.
