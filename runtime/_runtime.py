@@ -246,6 +246,7 @@ class Runtime(Sending):
                 _log.warning("shutdown deadline passed; queued commands failed", count=stopped)
                 with anyio.move_on_after(min(_STOP_GRACE, self._shutdown_timeout)):
                     await self._turns.wait_idle()
+                self._turns.abandon()
             with anyio.move_on_after(self._shutdown_timeout):
                 await self._snapshots.flush()
         self._turns.stopped = True

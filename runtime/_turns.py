@@ -72,6 +72,8 @@ class Turns:
         # Actors whose fast-path append failed with a conflict or a repeated
         # command id: their next turn handles it the general way.
         self._resume: dict[Actor, tuple[Message, Exception]] = {}
+        # The command whose fast-path append each actor awaits (see abandon()).
+        self._in_flight: dict[Actor, Message] = {}
         self.busy = 0
         self.scheduler: Scheduler | None = None
         self.stopped = False
@@ -138,6 +140,7 @@ class Turns:
                 if command_id is not None:
                     unbind_contextvars("command_id")
                 continue
+            self._in_flight[actor] = msg
             future.add_done_callback(partial(self._committed, actor, msg, state, new, value))
             if command_id is not None:
                 unbind_contextvars("command_id")
@@ -155,9 +158,12 @@ class Turns:
         future: asyncio.Future[AppendResult],
     ) -> None:
         """The fast path's append finished: apply, answer, go on with the actor."""
+        self._in_flight.pop(actor, None)
         try:
             exc: BaseException | None = (
-                ActorStopped("the append was cancelled") if future.cancelled() else future.exception()
+                ActorStopped("the append was cancelled")
+                if future.cancelled()
+                else future.exception()
             )
             if exc is None:
                 outcome = self._write.finish(actor, state, new, future.result(), value)
@@ -251,6 +257,23 @@ class Turns:
             self._directory.touch(actor)
             if not self.busy and self._idle_event is not None:
                 self._idle_event.set()
+
+    def abandon(self) -> int:
+        """Fail the askers of commands whose append is still in flight (shutdown past its
+        deadline) with ActorStopped; return how many.
+
+        The append itself is the store's: it may still commit, as a command
+        cancelled mid-turn may.
+        """
+        for actor, msg in self._in_flight.items():
+            settle_error(
+                msg.future,
+                ActorStopped(
+                    f"the runtime stopped while {actor.address} ran it (its events may still "
+                    "be committed)"
+                ),
+            )
+        return len(self._in_flight)
 
     async def wait_idle(self) -> None:
         """Wait until no actor has a command queued or running."""

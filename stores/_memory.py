@@ -159,9 +159,7 @@ class MemoryStore(EventStore):
         """
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         try:
-            future.set_result(
-                self._append_now(stream, events, expected_version, command_id, reply)
-            )
+            future.set_result(self._append_now(stream, events, expected_version, command_id, reply))
         except (ConcurrencyError, DuplicateCommand) as exc:
             future.set_exception(exc)
         return future
