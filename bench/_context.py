@@ -88,11 +88,13 @@ def durability_label(store: str) -> str:
 
 @asynccontextmanager
 async def new_store(
-    ctx: Context, tag: str, *, kind: str | None = None
+    ctx: Context, tag: str, *, kind: str | None = None, gc_untouched: bool = False
 ) -> AsyncIterator[tuple[Any, Path | None]]:
     """Build an *unopened* store of the chosen backend; drop its data afterwards.
 
     Yields ``(store, sqlite_file)``; the file is ``None`` for other backends.
+    ``gc_untouched``: a SQLite or PostgreSQL store built with
+    ``gc_threshold=None`` (it leaves Python's GC settings alone).
 
     SQLite gets a file in a fresh directory at durability FULL; PostgreSQL a
     throwaway schema dropped on exit. Raises :class:`NotAvailable` when the
@@ -102,6 +104,7 @@ async def new_store(
     directory: Path | None = None
     schema: str | None = None
     store: Any
+    gc: dict[str, Any] = {"gc_threshold": None} if gc_untouched else {}
     try:
         import stores
 
@@ -113,10 +116,11 @@ async def new_store(
                 directory / "events.db",
                 durability=stores.Durability.FULL,
                 writer=ctx.sqlite_writer,
+                **gc,
             )
         elif kind == "postgres":
             schema = f"bench_{os.getpid()}_{next(_counter)}_{tag}".replace("-", "_")
-            store = stores.PostgresStore(ctx.dsn, schema=schema)
+            store = stores.PostgresStore(ctx.dsn, schema=schema, **gc)
         else:
             raise NotAvailable(f"unknown store {kind!r}")
     except (ImportError, AttributeError) as exc:

@@ -212,6 +212,19 @@ def test_append_reports_the_raw_floor_and_ratio(smoke_run: dict[str, Any]) -> No
         assert figs[case]["params"]["events"] in (10, 40)
 
 
+def test_append_warms_up_and_reports_gc_threshold_rows(smoke_run: dict[str, Any]) -> None:
+    """Each level's warm-up is reported apart from its timed appends; the store built with
+    gc_threshold=None has rows of its own."""
+    figs = {f["case"]: f for f in _results(smoke_run)["append"]["figures"]}
+    default, untouched = figs["c=4 throughput"], figs["c=4 throughput (gc_threshold=None)"]
+    assert default["params"]["gc_threshold"] == "default"
+    assert untouched["params"]["gc_threshold"] is None
+    assert untouched["reference"]["kind"] == "floor"
+    for fig in (default, untouched):
+        assert fig["params"]["warmup_events"] > 0
+        assert fig["params"]["events"] == 40
+
+
 def test_append_floor_uses_the_store_writer_pragmas(smoke_run: dict[str, Any]) -> None:
     """The floor ran with the pragmas read from the store's writer connection, not defaults."""
     info = _results(smoke_run)["append"]["info"]

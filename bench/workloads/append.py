@@ -8,6 +8,14 @@ column for column) into the same schema with ``executemany``, in
 transactions as large as the store's mean batch, on a connection with the
 store's writer pragmas (WAL, synchronous, cache_size, page_size...: read from
 the store at run time), so the ratio shows what the store's machinery costs.
+
+Each level first appends, untimed, for ``warmup`` seconds on the same store
+(the way a service is warm after its first moments: SQLiteStore's default
+``writer="auto"`` starts its writer process at the first large batch, ~80 ms
+here, which would otherwise land inside a half-second measurement); the
+floor then inserts the warm-up's rows too. The ``gc_levels`` run again on a
+store built with ``gc_threshold=None`` (Python's GC settings left alone): the
+rows suffixed ``(gc_threshold=None)``.
 """
 
 from __future__ import annotations
@@ -25,47 +33,81 @@ from bench.workloads import _rawsqlite
 __all__ = ["WORKLOAD"]
 
 SIZES = {
-    "smoke": {"streams": 40, "levels": [[1, 10], [4, 40]]},
+    "smoke": {"streams": 40, "levels": [[1, 10], [4, 40]], "gc_levels": [[4, 40]], "warmup": 0.01},
     # Quick levels last ~0.5 s or more each: at 300 appends (c=1, ~0.2 s) one
     # scheduler hiccup on a shared machine moved the figure by a third.
-    "quick": {"streams": 10_000, "levels": [[1, 1_000], [100, 10_000], [1_000, 30_000]]},
-    "full": {"streams": 10_000, "levels": [[1, 2_000], [100, 50_000], [1_000, 200_000]]},
+    "quick": {
+        "streams": 10_000,
+        "levels": [[1, 1_000], [100, 10_000], [1_000, 30_000]],
+        "gc_levels": [[1_000, 30_000]],
+        "warmup": 0.3,
+    },
+    "full": {
+        "streams": 10_000,
+        "levels": [[1, 2_000], [100, 50_000], [1_000, 200_000]],
+        "gc_levels": [[1_000, 200_000]],
+        "warmup": 0.5,
+    },
 }
 
 
 async def _appenders(
-    store: Any, concurrency: int, total: int, streams: int, ctx: Context
-) -> tuple[float, LatencyRecorder]:
-    """Run ``concurrency`` appenders for ``total`` appends; (wall seconds, latencies)."""
+    store: Any, concurrency: int, total: int, streams: int, warmup: float, ctx: Context
+) -> tuple[float, int, LatencyRecorder]:
+    """Warm up for ``warmup`` s, then run ``concurrency`` appenders for ``total`` appends.
+
+    Returns:
+        ``(wall seconds of the timed part, warm-up appends, latencies)``.
+    """
     from stores import NewEvent
 
     if streams % concurrency:
         raise ValueError(f"streams ({streams}) must be a multiple of concurrency ({concurrency})")
     latencies = LatencyRecorder()
     task = ctx.progress.task(f"append c={concurrency}", total)
+    warm_until = now() + warmup
+    warm = [0]
+    arrived = [0]
+    go = anyio.Event()
+    started = [0.0]
 
     async def appender(j: int, count: int) -> None:
         # Appender j owns streams j, j+c, j+2c, ... so no two appenders race
         # on a stream and every expected version holds.
         versions: dict[str, int] = {}
-        for i in range(count):
+        i = 0
+
+        async def append_one(timed: bool) -> None:
+            nonlocal i
             stream = f"Bench-{(j + i * concurrency) % streams}"
             expected = versions.get(stream, 0)
             event = NewEvent("Bench.Appended", {"n": i, "appender": j})
+            i += 1
             t0 = now()
             result = await store.append(stream, [event], expected)
-            latencies.add(now() - t0)
+            if timed:
+                latencies.add(now() - t0)
             versions[stream] = result.version
+
+        while now() < warm_until:
+            await append_one(False)
+            warm[0] += 1
+        arrived[0] += 1
+        if arrived[0] == concurrency:  # everyone warm: start the clock together
+            started[0] = now()
+            go.set()
+        await go.wait()
+        for _ in range(count):
+            await append_one(True)
             task.advance()
 
     counts = [total // concurrency + (j < total % concurrency) for j in range(concurrency)]
-    t0 = now()
     async with anyio.create_task_group() as tg:
         for j, count in enumerate(counts):
             tg.start_soon(appender, j, count)
-    elapsed = now() - t0
+    elapsed = now() - started[0]
     task.done()
-    return elapsed, latencies
+    return elapsed, warm[0], latencies
 
 
 def _floor(source: Path, per_txn: int, pragmas: dict[str, Any], workdir: Path) -> float:
@@ -85,33 +127,47 @@ async def run(ctx: Context) -> RunOutput:
     """One run: every concurrency level on a fresh store, each beside its raw floor."""
     sizes = ctx.sizes(SIZES)
     out = RunOutput()
-    for concurrency, total in sizes["levels"]:
-        async with new_store(ctx, f"append-c{concurrency}") as (store, path):
+    levels = [(c, t, False) for c, t in sizes["levels"]]
+    levels += [(c, t, True) for c, t in sizes["gc_levels"]]
+    for concurrency, total, gc_untouched in levels:
+        tag = " (gc_threshold=None)" if gc_untouched else ""
+        async with new_store(
+            ctx, f"append-c{concurrency}{'-gc' if gc_untouched else ''}", gc_untouched=gc_untouched
+        ) as (store, path):
             async with store:
-                elapsed, lat = await _appenders(store, concurrency, total, sizes["streams"], ctx)
+                elapsed, warm, lat = await _appenders(
+                    store, concurrency, total, sizes["streams"], sizes["warmup"], ctx
+                )
                 stats = store.statistics()
                 head = await store.head()
                 pragmas = await _rawsqlite.store_pragmas(store) if path is not None else {}
-            if head != total or stats.events != total:
-                raise RuntimeError(f"wrote {total} events but the log holds {head}")
+            if head != warm + total or stats.events != warm + total:
+                raise RuntimeError(f"wrote {warm + total} events but the log holds {head}")
             batch = stats.events / max(stats.batches, 1)
             floor = _floor(path, round(batch), pragmas, ctx.workdir) if path is not None else None
-        params = {"concurrency": concurrency, "events": total, "streams": sizes["streams"]}
+        params = {
+            "concurrency": concurrency,
+            "events": total,
+            "warmup_events": warm,
+            "streams": sizes["streams"],
+            "gc_threshold": None if gc_untouched else "default",
+        }
         rate = total / elapsed
         ref_kind = "floor" if floor is not None else None
         pct = lat.summary((50, 99))
+        name = f"c={concurrency}"
         out.samples += [
-            Sample(f"c={concurrency} throughput", rate, "events/s", floor, ref_kind, params),
-            Sample(f"c={concurrency} append p50", pct["p50"], "ms", params=params),
-            Sample(f"c={concurrency} append p99", pct["p99"], "ms", params=params),
-            Sample(f"c={concurrency} mean batch", batch, "appends/txn", params=params),
+            Sample(f"{name} throughput{tag}", rate, "events/s", floor, ref_kind, params),
+            Sample(f"{name} append p50{tag}", pct["p50"], "ms", params=params),
+            Sample(f"{name} append p99{tag}", pct["p99"], "ms", params=params),
+            Sample(f"{name} mean batch{tag}", batch, "appends/txn", params=params),
         ]
-        out.info[f"c={concurrency}"] = {
+        out.info[f"{name}{tag}"] = {
             "batches": stats.batches,
             "max_batch": stats.max_batch,
             "floor_pragmas": pragmas,
-            "floor": f"plain sqlite3 executemany: the run's events + new streams rows, "
-            f"{round(batch)} events/txn, the store's pragmas"
+            "floor": f"plain sqlite3 executemany: the run's events (warm-up included) + new "
+            f"streams rows, {round(batch)} events/txn, the store's pragmas"
             if floor is not None
             else "none (not SQLite)",
         }

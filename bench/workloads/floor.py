@@ -44,7 +44,7 @@ async def run(ctx: Context) -> RunOutput:
         async with new_store(ctx, "floor", kind="sqlite") as (store, source):
             async with store:
                 await _appenders(
-                    store, min(1_000, sizes["streams"]), sizes["rows"], sizes["streams"], ctx
+                    store, min(1_000, sizes["streams"]), sizes["rows"], sizes["streams"], 0.0, ctx
                 )
                 pragmas = await _rawsqlite.store_pragmas(store)
             assert source is not None

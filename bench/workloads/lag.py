@@ -38,11 +38,11 @@ series) are reported per level with the load actually achieved. The read
 model must afterwards hold every deposit exactly once (balances and
 per-account event counts add up).
 
-The ``gc_levels`` then run again on a fresh store, projector and runtime
-built with ``gc_threshold=None`` (Python's GC settings left as they are):
-the rows suffixed ``(gc_threshold=None)``; the other rows are the default
-runtime, which holds the GC's generation-0 threshold at
-``runtime.DEFAULT_GC_THRESHOLD`` while open.
+The ``gc_levels`` then run again on a fresh store, projector and runtime,
+the store and the runtime built with ``gc_threshold=None`` (Python's GC
+settings left as they are): the rows suffixed ``(gc_threshold=None)``; the
+other rows are the defaults, which hold the GC's generation-0 threshold at
+``DEFAULT_GC_THRESHOLD`` while open.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ async def _one_runtime(
         # (which hands the batch to the read model, and may wait for it).
         commits.append((events[0].position, events[-1].position, now()))
 
-    async with new_store(ctx, name, kind="sqlite") as (store, path):
+    async with new_store(ctx, name, kind="sqlite", gc_untouched=gc_untouched) as (store, path):
         assert path is not None  # sqlite
         balances = account_balances(path.parent / "read-models", on_commit=on_rm_commit)
         store.add_commit_listener(on_commit)

@@ -4,12 +4,12 @@ Each ask is a full round: mailbox, handler, group-committed append at the
 store's durability, apply, reply. Accounts are opened first (not measured);
 afterwards every balance is read back and must add up.
 
-The default rows measure ``Runtime(...)`` as it ships, which holds the
-cyclic GC's generation-0 threshold at ``runtime.DEFAULT_GC_THRESHOLD`` while
-open. Then the ``gc_levels`` run again on a fresh store with
-``Runtime(..., gc_threshold=None)``, which leaves Python's GC settings as
-they are: the rows named ``(gc_threshold=None)``, to show what that setting
-is worth.
+The default rows measure ``Runtime(...)`` and its store as they ship, which
+hold the cyclic GC's generation-0 threshold at ``DEFAULT_GC_THRESHOLD``
+while open. Then the ``gc_levels`` run again on a fresh store, the store and
+the runtime built with ``gc_threshold=None``, which leaves Python's GC
+settings as they are: the rows named ``(gc_threshold=None)``, to show what
+that setting is worth.
 """
 
 from __future__ import annotations
@@ -111,7 +111,10 @@ async def _one_runtime(
     options, _ = gc_variant(gc_untouched)
     samples: list[Sample] = []
     tag = "write-gc-untouched" if gc_untouched else "write"
-    async with new_store(ctx, tag) as (store, _path), _rt.make_runtime(store, **options) as rt:
+    async with (
+        new_store(ctx, tag, gc_untouched=gc_untouched) as (store, _path),
+        _rt.make_runtime(store, **options) as rt,
+    ):
         targets = _rt.accounts(sizes["accounts"])
         await _rt.open_all(rt, targets, ctx)
         for concurrency, total in levels:
