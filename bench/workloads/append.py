@@ -76,21 +76,13 @@ async def _appenders(
         # on a stream and every expected version holds.
         versions: dict[str, int] = {}
         i = 0
-
-        async def append_one(timed: bool) -> None:
-            nonlocal i
+        while now() < warm_until:  # untimed
             stream = f"Bench-{(j + i * concurrency) % streams}"
-            expected = versions.get(stream, 0)
             event = NewEvent("Bench.Appended", {"n": i, "appender": j})
             i += 1
-            t0 = now()
-            result = await store.append(stream, [event], expected)
-            if timed:
-                latencies.add(now() - t0)
-            versions[stream] = result.version
-
-        while now() < warm_until:
-            await append_one(False)
+            versions[stream] = (
+                await store.append(stream, [event], versions.get(stream, 0))
+            ).version
             warm[0] += 1
         arrived[0] += 1
         if arrived[0] == concurrency:  # everyone warm: start the clock together
@@ -98,7 +90,14 @@ async def _appenders(
             go.set()
         await go.wait()
         for _ in range(count):
-            await append_one(True)
+            stream = f"Bench-{(j + i * concurrency) % streams}"
+            expected = versions.get(stream, 0)
+            event = NewEvent("Bench.Appended", {"n": i, "appender": j})
+            i += 1
+            t0 = now()
+            result = await store.append(stream, [event], expected)
+            latencies.add(now() - t0)
+            versions[stream] = result.version
             task.advance()
 
     counts = [total // concurrency + (j < total % concurrency) for j in range(concurrency)]
