@@ -6,6 +6,7 @@ The sending API (``ask``, ``ask_nowait``, ``tell``) is the :class:`Sending` mixi
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
@@ -159,6 +160,7 @@ class Runtime(Sending):
         self._state = "new"  # new -> open -> closing -> closed
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Built here so bad projector options fail at construction, not on entry.
         self._projections = ProjectionEngine(store, projectors, runtime=self)
 
@@ -187,6 +189,7 @@ class Runtime(Sending):
         if self._state != "new":
             raise RuntimeClosed("a Runtime can be entered once")
         self._state = "starting"
+        self._loop = asyncio.get_running_loop()
         stack = AsyncExitStack()
         try:
             await stack.enter_async_context(self._store)

@@ -58,6 +58,7 @@ class Sending:
     _directory: Directory
     _turns: Turns
     _scheduler: Scheduler
+    _loop: asyncio.AbstractEventLoop | None  # the loop the runtime runs on, once entered
 
     def _submit(
         self,
@@ -146,7 +147,9 @@ class Sending:
         """
         if timeout is not None and not (timeout.__class__ is float and 0.0 < timeout < _INF):
             _positive("timeout", timeout, integer=False)  # the full check, off the common path
-        loop = asyncio.get_running_loop()
+        # The runtime's own loop: asyncio.get_running_loop() costs a getpid()
+        # system call per call on Python 3.11 (its fork check).
+        loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         self._submit(address, command, command_id, correlation_id, causation_id, future, True)
         if timeout is None:

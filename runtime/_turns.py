@@ -19,6 +19,7 @@ without a ``start_append`` of its own (:func:`runtime._write.native_start`).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -42,6 +43,21 @@ from runtime._write import WritePath
 from stores import AppendResult, ConcurrencyError, DuplicateCommand, NewEvent
 
 __all__ = ["Turns"]
+
+
+def _structlog_var(key: str) -> contextvars.ContextVar[Any]:
+    """The ContextVar structlog's ``bind_contextvars`` sets for ``key``.
+
+    Found through public API (the token it returns names its variable), in a
+    throwaway context. Setting it is what ``bind_contextvars(key=value)``
+    does, without the per-call kwargs dict, key formatting, lookup and token
+    mapping: ~4x cheaper, paid once or twice per command.
+    """
+    return contextvars.Context().run(lambda: bind_contextvars(**{key: None})[key].var)
+
+
+_bind_address = _structlog_var("address").set
+_bind_command_id = _structlog_var("command_id").set
 
 _log = structlog.get_logger("runtime")
 
@@ -98,9 +114,8 @@ class Turns:
         counters = self._counters
         # Bound in the worker task's own context (copied when it started), so
         # the handler's and our logs carry them; the append's callback runs in
-        # a copy taken when it was added. bind_contextvars without a reset is
-        # ~3x cheaper than the bound_contextvars context manager.
-        bind_contextvars(address=str(actor.address))
+        # a copy taken when it was added.
+        _bind_address(str(actor.address))
         for _ in range(_TURN_BATCH):
             msg = _next_message(actor)
             if msg is None:
@@ -122,7 +137,7 @@ class Turns:
                 )
                 continue
             if command_id is not None:
-                bind_contextvars(command_id=command_id)
+                _bind_command_id(command_id)
             try:
                 new = write.encode(state, events, msg)
                 future = start(
@@ -204,7 +219,7 @@ class Turns:
         """
         write = self._write
         counters = self._counters
-        bind_contextvars(address=str(actor.address))
+        _bind_address(str(actor.address))
         try:
             for _ in range(_TURN_BATCH):
                 if first is not None:
@@ -217,7 +232,7 @@ class Turns:
                     break
                 future = msg.future
                 if msg.command_id is not None:
-                    bind_contextvars(command_id=msg.command_id)
+                    _bind_command_id(msg.command_id)
                 try:
                     if actor.state is None:
                         await write.activate(actor)

@@ -243,21 +243,26 @@ class GroupCommitWriter:
                     err.__cause__ = cause
                     req.set_exception(err)
             return
-        if outcome is not None:
-            committed = [req for req in batch if type(req.outcome) is AppendResult]
-            self._counters.committed(len(committed), sum([len(r.events) for r in committed]))
-            if self._listeners:  # build RecordedEvents only for someone
-                self._announce(recorded_events(committed, outcome))
+        if outcome is not None and self._listeners:  # build RecordedEvents only for someone
+            self._announce(
+                recorded_events([r for r in batch if type(r.outcome) is AppendResult], outcome)
+            )
+        # One pass: count and resolve (this runs for every append under load).
+        appends = events = 0
         for req in batch:
             result = req.outcome
-            if isinstance(result, AppendResult):
+            if type(result) is AppendResult:
+                appends += 1
+                events += len(req.events)
                 if not req.done():
                     req.set_result(result)
-            elif result is not None:
+            elif isinstance(result, Exception):
                 if isinstance(result, ConcurrencyError):
                     self._counters.conflicts += 1
                 if not req.done():
                     req.set_exception(result)
+        if outcome is not None:
+            self._counters.committed(appends, events)
 
 
 def recorded_events(committed: list[AppendRequest], at_us: int) -> list[RecordedEvent]:

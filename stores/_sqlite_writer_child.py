@@ -8,6 +8,7 @@ on its own connection and answers each request in order.
 
 from __future__ import annotations
 
+import marshal
 import os
 import pickle
 import signal
@@ -22,10 +23,60 @@ from stores._errors import ConcurrencyError, DuplicateCommand, StoreError
 from stores._sqlite_batch import write_batch
 from stores._sqlite_schema import Durability, configure, connect_sync
 
-__all__ = ["HEADER", "serve"]
+__all__ = ["HEADER", "dump_message", "load_message", "serve"]
 
 HEADER = struct.Struct("<Q")
-"""Each message on the pipes: its length (8 bytes, little-endian), then its pickle."""
+"""Each message on the pipes: its length (8 bytes, little-endian), then its bytes
+(:func:`dump_message`)."""
+
+_MARSHAL, _PICKLE = b"m", b"p"
+
+
+def dump_message(value: Any) -> bytes:
+    """Serialise a request or reply for the pipe: a format byte, then the payload.
+
+    ``marshal`` where it can (batches are tuples, lists, str, bytes, ints and
+    None: ~3x faster to dump than pickle, on the event loop's side for every
+    batch). Subclasses of those (a str subclass as a stream name, say) are
+    first turned into the plain types, which the child can always rebuild
+    (it cannot import the module that defines a subclass); anything else
+    goes as ``pickle``.
+    """
+    try:
+        return _MARSHAL + marshal.dumps(value)
+    except ValueError:
+        pass
+    plain = _plain(value)
+    try:
+        return _MARSHAL + marshal.dumps(plain)
+    except ValueError:
+        return _PICKLE + pickle.dumps(plain, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with subclasses of str, bytes, int, float, tuple, list and dict made plain."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, tuple | list):
+        items = [_plain(v) for v in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def load_message(data: bytes | bytearray) -> Any:
+    """The value :func:`dump_message` serialised into ``data``."""
+    body = memoryview(data)[1:]
+    return marshal.loads(body) if data[0] == _MARSHAL[0] else pickle.loads(body)
 
 
 class _Request:
@@ -71,7 +122,7 @@ def serve(read_fd: int, write_fd: int) -> None:
     with os.fdopen(read_fd, "rb") as inp, os.fdopen(write_fd, "wb") as out:
 
         def reply(value: tuple[Any, ...]) -> None:
-            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            data = dump_message(value)
             out.write(HEADER.pack(len(data)))
             out.write(data)
             out.flush()
@@ -83,7 +134,12 @@ def serve(read_fd: int, write_fd: int) -> None:
                 if len(header) < HEADER.size:
                     break  # the parent closed the pipe (or died): we are done
                 (size,) = HEADER.unpack(header)
-                reply(writer.handle(pickle.loads(inp.read(size))))
+                try:
+                    request = load_message(inp.read(size))
+                except Exception as exc:  # answer it, never die of one bad request
+                    reply(("err", f"the writer process cannot read a request: {exc!r}"))
+                    continue
+                reply(writer.handle(request))
         except BrokenPipeError:
             pass  # the parent is gone: nobody to answer (the batch was committed or not, whole)
         finally:

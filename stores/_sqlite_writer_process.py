@@ -9,14 +9,15 @@ turns instead of overlapping (measured: a 500-append batch took 8-11 ms of
 wall time for ~4.7 ms of CPU; the process used one core's worth of CPU). A
 child process has its own interpreter and GIL: the same :func:`write_batch`
 runs there, in parallel with the event loop (the README's benchmarks give the
-figures). It costs a pipe round trip and pickling per batch, which is why
+figures). It costs a pipe round trip and serialising per batch, which is why
 ``writer="auto"`` (the default) sends it only large batches (64 appends or
 more, i.e. heavy load) and starts it only when the first one comes; the
 thread keeps small batches and their latency. Only one batch is in flight at
 a time, so the two connections do not contend.
 
 The protocol, on two pipes of their own (the child's stdout and stderr stay
-the parent's, for diagnostics): length-prefixed pickles, one reply per
+the parent's, for diagnostics): length-prefixed messages (a format byte,
+then marshal or, for what marshal cannot take, pickle), one reply per
 request, in order.
 
 - ``("init", path, busy_timeout, durability_name, cache_kib)`` -> ``("ok", None)``
@@ -43,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pickle
 import subprocess
 import sys
 from collections import deque
@@ -57,6 +57,7 @@ from stores._errors import ConcurrencyError, DuplicateCommand, StoreUnavailable
 from stores._sqlite_batch import _append_result  # the one fast AppendResult constructor
 from stores._sqlite_rows import from_micros
 from stores._sqlite_writer_child import HEADER as _HEADER
+from stores._sqlite_writer_child import dump_message, load_message
 from stores._types import CommandRecord
 
 __all__ = ["WriterProcess"]
@@ -187,7 +188,7 @@ class WriterProcess:
     def _send(
         self, request: tuple[Any, ...], settle: Callable[[tuple[Any, ...] | None], None]
     ) -> None:
-        data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        data = dump_message(request)
         self._waiting.append(settle)
         self._out += _HEADER.pack(len(data))
         self._out += data
@@ -238,7 +239,7 @@ class WriterProcess:
             end = offset + _HEADER.size + size
             if len(buf) < end:
                 break
-            replies.append(pickle.loads(buf[offset + _HEADER.size : end]))
+            replies.append(load_message(buf[offset + _HEADER.size : end]))
             offset = end
         # Consumed before any reply is handled: a handler that raises (or sends
         # the next request) must not see these bytes again.

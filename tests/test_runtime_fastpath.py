@@ -117,7 +117,7 @@ async def test_gc_threshold_keeps_a_higher_or_disabling_setting(
     gc_thresholds: tuple[int, int, int],
 ) -> None:
     """An application's higher threshold, or 0 (automatic collection off), is kept as it is."""
-    for app_setting in ((50_000, 20, 30), (0, 10, 10)):
+    for app_setting in ((90_000, 20, 30), (0, 10, 10)):
         gc.set_threshold(*app_setting)
         async with Runtime(aggregates=[Account], store=MemoryStore()):
             assert gc.get_threshold() == app_setting
@@ -129,11 +129,11 @@ async def test_gc_threshold_held_until_the_last_runtime_closes(
 ) -> None:
     """Overlapping runtimes: the threshold stays raised until the last one closes."""
     first = Runtime(aggregates=[Account], store=MemoryStore())
-    second = Runtime(aggregates=[Account], store=MemoryStore(), gc_threshold=20_000)
+    second = Runtime(aggregates=[Account], store=MemoryStore(), gc_threshold=80_000)
     await first.__aenter__()
     try:
         async with second:
-            assert gc.get_threshold()[0] == 20_000
+            assert gc.get_threshold()[0] == 80_000
         # The first still holds its own (lower) value.
         assert gc.get_threshold()[0] == DEFAULT_GC_THRESHOLD
     finally:

@@ -255,3 +255,48 @@ async def test_auto_writer_starts_its_process_under_load_and_falls_back_when_it_
         head = await store.head()
         assert head >= 20 + 1 + 600 + 300
         assert head <= 20 + 1 + 900 + 300
+
+
+class _Name(str):
+    """A str subclass: marshal cannot serialise it, pickle can."""
+
+
+def test_pipe_messages_use_marshal_and_fall_back_to_pickle() -> None:
+    """Batches go as marshal, subclasses of plain types made plain; anything else as pickle."""
+    from decimal import Decimal
+
+    from stores._sqlite_writer_child import dump_message, load_message
+
+    plain = ("batch", [("Acc-1", [("T", b"{}", b"{}", 1, "id")], 0, None, b"null")])
+    odd = ("batch", [(_Name("Acc-1"), [], 0, None, b"null")])
+    other = ("aux", "SELECT ?", (Decimal("1.5"),))
+    assert [dump_message(v)[:1] for v in (plain, odd, other)] == [b"m", b"m", b"p"]
+    for value in (plain, odd, other):
+        assert load_message(bytearray(dump_message(value))) == value
+    assert type(load_message(dump_message(odd))[1][0][0]) is str
+
+
+@pytest.mark.anyio
+async def test_process_writer_takes_a_stream_name_marshal_refuses(tmp_path: Path) -> None:
+    """A str-subclass stream name still reaches the writer process (as pickle) and is stored."""
+    async with SQLiteStore(tmp_path / "e.db", writer="process") as store:
+        result = await store.append(_Name("Acc-1"), [NewEvent("T.A", {"a": 1})], 0)
+        assert result.version == 1
+        (event,) = await store.read_stream("Acc-1")
+        assert event.data == {"a": 1}
+
+
+class _Opaque:
+    """Picklable here, but not importable in the writer process."""
+
+
+@pytest.mark.anyio
+async def test_writer_process_survives_a_request_it_cannot_read(tmp_path: Path) -> None:
+    """A request the child cannot unpickle gets an error reply; the child goes on writing."""
+    async with SQLiteStore(tmp_path / "e.db", writer="process") as store:
+        process = store._process
+        assert process is not None
+        with pytest.raises(StoreUnavailable, match="cannot read a request"):
+            await process.call(("aux", "SELECT ?", (_Opaque(),)))
+        assert process.usable
+        assert (await store.append("Acc-1", [NewEvent("T.A", {})], 0)).version == 1

@@ -405,9 +405,9 @@ async def test_store_and_runtime_share_the_gc_hold(
     from aggregates.examples.bank import Account
     from runtime import Runtime
 
-    store = SQLiteStore(tmp_path / "a.db", gc_threshold=30_000)
+    store = SQLiteStore(tmp_path / "a.db", gc_threshold=80_000)
     async with Runtime(aggregates=[Account], store=store):
-        assert gc.get_threshold()[0] == 30_000
+        assert gc.get_threshold()[0] == 80_000
     assert gc.get_threshold() == gc_thresholds
 
 
