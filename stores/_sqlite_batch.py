@@ -17,6 +17,7 @@ import dataclasses
 import sqlite3
 import time
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -128,6 +129,9 @@ def _append_result(stream: str, version: int, positions: range, at: datetime) ->
     return result
 
 
+_future_init = asyncio.Future.__init__
+
+
 class AppendRequest(asyncio.Future[AppendResult]):
     """One caller's append, validated and encoded, waiting for the writer.
 
@@ -150,7 +154,9 @@ class AppendRequest(asyncio.Future[AppendResult]):
         reply: bytes,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        super().__init__(loop=loop)
+        # The base __init__ called directly: super().__init__(loop=loop) costs
+        # ~0.45 us more here (per append, on the event loop).
+        _future_init(self, loop=loop)
         self.stream = stream
         self.events = events
         self.expected = expected
@@ -180,7 +186,20 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def _attempt(conn: sqlite3.Connection, batch: list[AppendRequest]) -> int | None:
+def _committed_result(
+    stream: str, version: int, first: int, last: int, at: datetime
+) -> AppendResult:
+    return _append_result(stream, version, range(first, last + 1), at)
+
+
+ResultOf = Callable[[str, int, int, int, datetime], Any]
+"""``(stream, version, first position, last position, recorded at)`` -> a committed
+append's ``outcome``: an AppendResult here, a plain tuple in the writer process."""
+
+
+def _attempt(
+    conn: sqlite3.Connection, batch: list[AppendRequest], result_of: ResultOf
+) -> int | None:
     """Run the batch's transaction once; set each request's outcome.
 
     Returns the commit timestamp, or None when nothing was written.
@@ -247,12 +266,11 @@ def _attempt(conn: sqlite3.Connection, batch: list[AppendRequest]) -> int | None
                     )
                 )
             versions[stream] = version
-            positions = range(first, position + 1)
-            req.outcome = _append_result(stream, version, positions, at)
+            req.outcome = result_of(stream, version, first, position, at)
             if cid is not None:
                 command_rows.append((cid, stream, version, first, position, req.reply))
                 recorded[cid] = CommandRecord(
-                    cid, stream, version, positions, orjson.loads(req.reply)
+                    cid, stream, version, range(first, position + 1), orjson.loads(req.reply)
                 )
         if not event_values:
             conn.execute("ROLLBACK")
@@ -271,14 +289,18 @@ def _attempt(conn: sqlite3.Connection, batch: list[AppendRequest]) -> int | None
 
 
 def write_batch(
-    conn: sqlite3.Connection, batch: list[AppendRequest], busy_timeout: float
+    conn: sqlite3.Connection,
+    batch: list[AppendRequest],
+    busy_timeout: float,
+    result_of: ResultOf = _committed_result,
 ) -> int | None:
     """Commit a batch of appends in one transaction (runs on a worker thread).
 
-    Sets every request's ``outcome``: an AppendResult, or the ConcurrencyError
-    / DuplicateCommand of an append that fails alone. Returns the commit's
-    timestamp (microseconds since the epoch, UTC), or None when nothing of the
-    batch was written.
+    Sets every request's ``outcome``: an AppendResult (or what ``result_of``
+    makes of a committed append), or the ConcurrencyError / DuplicateCommand
+    of an append that fails alone. Returns the commit's timestamp
+    (microseconds since the epoch, UTC), or None when nothing of the batch
+    was written.
 
     Raises:
         StoreUnavailable: the database stayed locked past ``busy_timeout`` or
@@ -289,7 +311,7 @@ def write_batch(
         for req in batch:
             req.outcome = None
         try:
-            return _attempt(conn, batch)
+            return _attempt(conn, batch, result_of)
         except sqlite3.Error as exc:
             # sqlite's busy handler (PRAGMA busy_timeout) already waited inside
             # BEGIN IMMEDIATE; an SQLITE_BUSY that bypasses it (e.g. during WAL

@@ -95,9 +95,14 @@ class _Request:
         self.outcome: Any = None
 
 
+def _committed(stream: str, version: int, first: int, last: int, at: Any) -> tuple[Any, ...]:
+    # A committed append's result as the parent reads it (no AppendResult built here).
+    return ("r", version, first, last)
+
+
 def _result(outcome: Any) -> tuple[Any, ...] | None:
-    if outcome is None:
-        return None
+    if outcome is None or type(outcome) is tuple:
+        return outcome
     if isinstance(outcome, ConcurrencyError):
         return ("c", outcome.expected, outcome.actual)
     if isinstance(outcome, DuplicateCommand):
@@ -112,8 +117,7 @@ def _result(outcome: Any) -> tuple[Any, ...] | None:
             rec.positions[-1],
             reply,
         )
-    positions = outcome.positions
-    return ("r", outcome.version, positions[0], positions[-1])
+    raise TypeError(f"unexpected outcome {outcome!r}")
 
 
 def serve(read_fd: int, write_fd: int) -> None:
@@ -166,7 +170,7 @@ class _ChildWriter:
                 return ("err", "the writer process got a request before init")
             if kind == "batch":
                 batch = [_Request(*item) for item in request[1]]
-                commit_us = write_batch(conn, cast(Any, batch), self.busy_timeout)
+                commit_us = write_batch(conn, cast(Any, batch), self.busy_timeout, _committed)
                 return ("ok", (commit_us, [_result(r.outcome) for r in batch]))
             if kind == "aux":
                 conn.execute(request[1], request[2])
