@@ -16,8 +16,8 @@ import asyncio
 import dataclasses
 import sqlite3
 import time
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import orjson
