@@ -36,7 +36,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 
-__all__ = ["DEFAULT_GC_THRESHOLD", "hold_gc_threshold"]
+__all__ = ["DEFAULT_GC_THRESHOLD", "check_gc_threshold", "hold_gc_threshold"]
 
 DEFAULT_GC_THRESHOLD = 50_000
 """The generation-0 threshold a store or runtime holds unless given ``gc_threshold=None``."""
@@ -45,6 +45,12 @@ DEFAULT_GC_THRESHOLD = 50_000
 _holders: list[int] = []  # the threshold each open holder asked for
 _original: tuple[int, int, int] | None = None  # found by the first holder
 _ours: tuple[int, int, int] | None = None  # what we last set, to detect outside changes
+
+
+def check_gc_threshold(value: object) -> None:
+    """Raise ValueError unless ``value`` is a positive int or None (a store's ``gc_threshold``)."""
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"gc_threshold must be a positive int or None, not {value!r}")
 
 
 def hold_gc_threshold(threshold: int) -> Callable[[], None]:

@@ -49,7 +49,7 @@ from stores._codec import (
     validate_stream,
 )
 from stores._errors import CorruptSnapshot, StoreClosed, StoreUnavailable
-from stores._gc import DEFAULT_GC_THRESHOLD, hold_gc_threshold
+from stores._gc import DEFAULT_GC_THRESHOLD, check_gc_threshold, hold_gc_threshold
 from stores._postgres_batch import Pending, Plan
 from stores._postgres_consumer import consumer_transaction
 from stores._postgres_errors import DRIVER_ERRORS, RETRYABLE
@@ -129,8 +129,7 @@ class PostgresStore(PostgresReads, EventStore):
         gc_threshold: int | None = DEFAULT_GC_THRESHOLD,
     ) -> None:
         super().__init__()
-        if gc_threshold is not None and (type(gc_threshold) is not int or gc_threshold < 1):
-            raise ValueError(f"gc_threshold must be a positive int or None, not {gc_threshold!r}")
+        check_gc_threshold(gc_threshold)
         quote_ident(schema)  # validates
         for name, value in (
             ("max_event_bytes", max_event_bytes),

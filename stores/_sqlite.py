@@ -27,7 +27,7 @@ from stores._codec import (
     validate_stream,
 )
 from stores._errors import StoreClosed, StoreUnavailable
-from stores._gc import DEFAULT_GC_THRESHOLD, hold_gc_threshold
+from stores._gc import DEFAULT_GC_THRESHOLD, check_gc_threshold, hold_gc_threshold
 from stores._sqlite_batch import ANY_VERSION, AppendRequest
 from stores._sqlite_consumer import SET_CHECKPOINT_SQL, consumer_transaction
 from stores._sqlite_reads import VERSION_OF, SQLiteReads
@@ -115,8 +115,7 @@ class SQLiteStore(SQLiteReads, EventStore):
         gc_threshold: int | None = DEFAULT_GC_THRESHOLD,
     ) -> None:
         super().__init__()
-        if gc_threshold is not None and (type(gc_threshold) is not int or gc_threshold < 1):
-            raise ValueError(f"gc_threshold must be a positive int or None, not {gc_threshold!r}")
+        check_gc_threshold(gc_threshold)
         if writer not in ("auto", "thread", "process"):
             raise ValueError(f"writer must be 'auto', 'thread' or 'process', not {writer!r}")
         if sys.platform == "win32":  # no pipes on the proactor event loop's add_reader
