@@ -350,9 +350,7 @@ class SQLiteStore(SQLiteReads, EventStore):
             return AppendResult(stream, version, range(head + 1, head + 1))
         # Cancelling this await cancels only the request (a future): the writer
         # still commits (or drops, if it had not taken it yet) the whole append.
-        return await self.start_append(
-            stream, events, expected_version, command_id=command_id, reply=reply
-        )
+        return await self._start_append(stream, events, expected_version, command_id, reply)
 
     def start_append(
         self,
@@ -368,6 +366,17 @@ class SQLiteStore(SQLiteReads, EventStore):
         See :meth:`EventStore.start_append`: bad input and a closed store
         raise here, with nothing queued.
         """
+        return self._start_append(stream, events, expected_version, command_id, reply)
+
+    def _start_append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion,
+        command_id: str | None,
+        reply: Any,
+    ) -> asyncio.Future[AppendResult]:
+        # start_append with positional arguments (keyword passing costs on the hot path).
         if self._state != "open":
             self._check_open()
         validate_stream(stream)

@@ -54,11 +54,19 @@ from typing import Any
 import orjson
 
 from stores._errors import ConcurrencyError, DuplicateCommand, StoreUnavailable
-from stores._sqlite_batch import _append_result  # the one fast AppendResult constructor
+
+# The fast AppendResult construction (see _append_result there), inlined below.
+from stores._sqlite_batch import (
+    _new_result,
+    _set_positions,
+    _set_recorded_at,
+    _set_stream,
+    _set_version,
+)
 from stores._sqlite_rows import from_micros
 from stores._sqlite_writer_child import HEADER as _HEADER
 from stores._sqlite_writer_child import dump_message, load_message
-from stores._types import CommandRecord
+from stores._types import AppendResult, CommandRecord
 
 __all__ = ["WriterProcess"]
 
@@ -301,25 +309,32 @@ class WriterProcess:
 
 
 def _set_outcomes(batch: Sequence[Any], results: Sequence[Any], commit_us: int | None) -> None:
-    """Set each request's ``outcome`` from the child's results."""
+    """Set each request's ``outcome`` from the child's results.
+
+    Runs on the event loop for every append under load, so the common case
+    (committed: ``("r", version, first, last)``) builds its AppendResult
+    inline, as ``_append_result`` does, without a call per append.
+    """
     at = from_micros(commit_us) if commit_us is not None else None
+    new, cls = _new_result, AppendResult
     for req, result in zip(batch, results, strict=True):
-        outcome: Any = None
-        if result is not None:
-            kind = result[0]
-            if kind == "r":
-                _, version, first, last = result
-                assert at is not None
-                outcome = _append_result(req.stream, version, range(first, last + 1), at)
-            elif kind == "c":
-                outcome = ConcurrencyError(req.stream, result[1], result[2])
-            else:
-                _, cid, stream, version, first, last, reply = result
-                record = CommandRecord(
-                    cid, stream, version, range(first, last + 1), orjson.loads(reply)
-                )
-                outcome = DuplicateCommand(cid, record)
-        req.outcome = outcome
+        if result is None:
+            req.outcome = None
+        elif result[0] == "r":
+            outcome = new(cls)
+            _set_stream(outcome, req.stream)
+            _set_version(outcome, result[1])
+            _set_positions(outcome, range(result[2], result[3] + 1))
+            _set_recorded_at(outcome, at)
+            req.outcome = outcome
+        elif result[0] == "c":
+            req.outcome = ConcurrencyError(req.stream, result[1], result[2])
+        else:
+            _, cid, stream, version, first, last, reply = result
+            record = CommandRecord(
+                cid, stream, version, range(first, last + 1), orjson.loads(reply)
+            )
+            req.outcome = DuplicateCommand(cid, record)
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
