@@ -312,14 +312,41 @@ class PostgresStore(PostgresReads, EventStore):
             StoreUnavailable: the database failed (see the class docstring for
                 when an append is retried).
         """
+        if not events:
+            self._check_open()
+            validate_stream(stream)
+            check_append_args(expected_version, command_id)
+            if command_id is not None:
+                check_text(command_id, "command id")
+            row = await self._call("fetchrow", self._empty_append_sql(), stream)
+            return AppendResult(stream, row[0], range(row[1] + 1, row[1] + 1))
+        return await self.start_append(
+            stream, events, expected_version, command_id=command_id, reply=reply
+        )
+
+    def start_append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion,
+        *,
+        command_id: str | None = None,
+        reply: Any = None,
+    ) -> asyncio.Future[AppendResult]:
+        """Validate, encode and queue an append; the future resolves after its COMMIT.
+
+        See :meth:`EventStore.start_append`: bad input and a closed store
+        raise here, with nothing queued.
+        """
         self._check_open()
         validate_stream(stream)
         check_append_args(expected_version, command_id)
         if command_id is not None:
             check_text(command_id, "command id")  # PostgreSQL text: no NUL either
         if not events:
-            row = await self._call("fetchrow", self._empty_append_sql(), stream)
-            return AppendResult(stream, row[0], range(row[1] + 1, row[1] + 1))
+            return asyncio.ensure_future(
+                self.append(stream, events, expected_version, command_id=command_id)
+            )
         encoded = encode_events(events, self._max_event_bytes)
         for type_, _, _, _, event_id in encoded:
             check_text(type_, "event type")
@@ -330,7 +357,7 @@ class PostgresStore(PostgresReads, EventStore):
         self._writer.submit(
             Pending(stream, expected_version, encoded, command_id, reply_bytes, future)
         )
-        return await future
+        return future
 
     def _empty_append_sql(self) -> str:
         return f"SELECT coalesce(({self._sql.stream_version}), 0), ({self._sql.head})"

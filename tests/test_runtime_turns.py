@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -12,7 +13,14 @@ import pytest
 
 from runtime import ActorStopped, Address, Outcome, Runtime
 from runtime._write import native_start
-from stores import AppendResult, ExpectedVersion, MemoryStore, NewEvent
+from stores import (
+    AppendResult,
+    ExpectedVersion,
+    MemoryStore,
+    NewEvent,
+    PostgresStore,
+    SQLiteStore,
+)
 from tests.runtime_child import Append, Dump, Seq, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -97,9 +105,10 @@ class GatedActivation(MemoryStore):
         return await super().read_stream_payloads(*args, **kwargs)
 
 
-def test_native_start_is_used_only_where_the_class_defines_both() -> None:
+def test_native_start_is_used_only_where_the_class_defines_both(tmp_path: Path) -> None:
     """A store's own start_append is used; one that overrides append alone keeps append."""
-    assert native_start(MemoryStore()) is not None
+    for store in (MemoryStore(), SQLiteStore(tmp_path / "e.db"), PostgresStore("postgresql://x")):
+        assert native_start(store) is not None
     assert native_start(HeldStore()) is not None
     assert native_start(AwaitedAppends()) is None
 
