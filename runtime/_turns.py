@@ -103,14 +103,14 @@ class Turns:
             ready queue. Otherwise the general turn (:meth:`run`), which the
             worker must await.
         """
+        if self._resume:  # first: that command was taken from the mailbox already
+            resume = self._resume.pop(actor, None)
+            if resume is not None:
+                return self.run(actor, resume[0], failed=resume[1])
         write = self._write
         start = write.start_append
         if start is None or actor.state is None:
             return self.run(actor)
-        if self._resume:
-            resume = self._resume.pop(actor, None)
-            if resume is not None:
-                return self.run(actor, resume[0], failed=resume[1])
         counters = self._counters
         # Bound in the worker task's own context (copied when it started), so
         # the handler's and our logs carry them; the append's callback runs in
@@ -236,7 +236,7 @@ class Turns:
                 try:
                     if actor.state is None:
                         await write.activate(actor)
-                        decided = None  # decided on a state that is gone
+                        decided = failed = None  # about a state that is gone: run afresh
                     outcome = await write.run(actor, msg, decided, failed)
                 except Exception as exc:
                     counters.commands += 1

@@ -196,8 +196,9 @@ class EventStore(abc.ABC):
         on the event loop (in a task or callback). Cancelling the future
         only gives up on the answer, as cancelling an ``append`` does.
 
-        The default wraps :meth:`append` in a task; ``SQLiteStore`` and
-        ``MemoryStore`` validate and queue here, with no task.
+        The default wraps :meth:`append` in a task; ``SQLiteStore``,
+        ``PostgresStore`` and ``MemoryStore`` validate and queue here, with no
+        task.
         """
         return asyncio.ensure_future(
             self.append(stream, events, expected_version, command_id=command_id, reply=reply)
