@@ -389,3 +389,44 @@ async def test_data_comes_back_as_decoded_json(store: EventStore) -> None:
     await store.append("Account-1", [NewEvent("T", _Payload(5, ("a", "b")))], 0)
     (event,) = await store.read_stream("Account-1")
     assert event.data == {"amount": 5, "tags": ["a", "b"]}
+
+
+# -- start_append -------------------------------------------------------------
+
+
+async def test_start_append_settles_like_append_and_calls_on_done_once(store: EventStore) -> None:
+    """start_append's future settles as append would; on_done runs once per append,
+    after it settled, in the context of the start_append call."""
+    import asyncio
+    import contextvars
+
+    tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="none")
+    seen: list[tuple[asyncio.Future[Any], str]] = []
+
+    def on_done(future: asyncio.Future[Any]) -> None:
+        assert future.done()
+        seen.append((future, tag.get()))
+
+    tag.set("caller")
+    first = store.start_append("Acc-1", [ev(n=1)], 0, on_done=on_done)
+    stale = store.start_append("Acc-1", [ev(n=2)], 0, on_done=on_done)  # loses to the first
+    tag.set("later")
+    assert (await first).version == 1
+    with pytest.raises(ConcurrencyError):
+        await stale
+    for _ in range(5):  # callbacks the store scheduled rather than ran
+        await asyncio.sleep(0)
+    assert sorted(id(f) for f, _ in seen) == sorted([id(first), id(stale)])
+    assert [t for _, t in seen] == ["caller", "caller"]
+    assert await store.stream_version("Acc-1") == 1
+
+
+async def test_start_append_refuses_bad_input_at_the_call(store: EventStore) -> None:
+    """Bad input raises from start_append itself, queues nothing and never calls on_done."""
+    calls: list[Any] = []
+    with pytest.raises(InvalidStreamName):
+        store.start_append("", [ev()], 0, on_done=calls.append)
+    with pytest.raises(TypeError):
+        store.start_append("Acc-1", [ev()], -1, on_done=calls.append)
+    assert calls == []
+    assert await store.head() == 0
