@@ -2,10 +2,9 @@
 
 A command's usual way needs no await of its own: a worker runs the handler,
 encodes the events and starts the append (``EventStore.start_append``), then
-goes on to the next ready actor; the append's completion callback
-(``on_done``, which ``SQLiteStore`` runs right where it resolves the batch)
-applies the events, answers the asker and puts the actor back in the ready
-queue if more is queued. The actor stays scheduled meanwhile, so its commands still run one
+goes on to the next ready actor; the append's completion callback applies the
+events, answers the asker and puts the actor back in the ready queue if more
+is queued. The actor stays scheduled meanwhile, so its commands still run one
 at a time, in order. That spares each command two task switches (the worker
 resuming after the commit through four coroutine frames, and a parked worker
 woken per command), measured at ~25% more commands/s at 1,000 callers.
@@ -141,13 +140,12 @@ class Turns:
                 _bind_command_id(command_id)
             try:
                 new = write.encode(state, events, msg)
-                start(
+                future = start(
                     actor.address.stream,
                     new,
                     actor.version,
                     command_id=command_id,
                     reply=value if command_id is not None else None,
-                    on_done=partial(self._committed, actor, msg, state, new, value),
                 )
             except Exception as exc:  # bad handler result, unencodable event, store closed
                 counters.commands += 1
@@ -158,6 +156,7 @@ class Turns:
                     unbind_contextvars("command_id")
                 continue
             self._in_flight[actor] = msg
+            future.add_done_callback(partial(self._committed, actor, msg, state, new, value))
             if command_id is not None:
                 unbind_contextvars("command_id")
             return None

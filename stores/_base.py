@@ -186,7 +186,6 @@ class EventStore(abc.ABC):
         *,
         command_id: str | None = None,
         reply: Any = None,
-        on_done: Callable[[asyncio.Future[AppendResult]], None] | None = None,
     ) -> asyncio.Future[AppendResult]:
         """Start :meth:`append` without a coroutine: a future of its result.
 
@@ -197,24 +196,13 @@ class EventStore(abc.ABC):
         on the event loop (in a task or callback). Cancelling the future
         only gives up on the answer, as cancelling an ``append`` does.
 
-        Args:
-            on_done: Called once with the future when it is settled, on the
-                event loop, in the context current at this call (as
-                ``future.add_done_callback``). A store may call it right where
-                it settles the future instead of scheduling it (``SQLiteStore``
-                does, under load), so it must be quick and must not raise.
-                Not called when this method raises.
-
         The default wraps :meth:`append` in a task; ``SQLiteStore``,
         ``PostgresStore`` and ``MemoryStore`` validate and queue here, with no
         task.
         """
-        future = asyncio.ensure_future(
+        return asyncio.ensure_future(
             self.append(stream, events, expected_version, command_id=command_id, reply=reply)
         )
-        if on_done is not None:
-            future.add_done_callback(on_done)
-        return future
 
     # -- reading -----------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -152,7 +152,6 @@ class MemoryStore(EventStore):
         *,
         command_id: str | None = None,
         reply: Any = None,
-        on_done: Callable[[asyncio.Future[AppendResult]], None] | None = None,
     ) -> asyncio.Future[AppendResult]:
         """Append now and return a done future (see :meth:`EventStore.start_append`).
 
@@ -163,8 +162,6 @@ class MemoryStore(EventStore):
             future.set_result(self._append_now(stream, events, expected_version, command_id, reply))
         except (ConcurrencyError, DuplicateCommand) as exc:
             future.set_exception(exc)
-        if on_done is not None:
-            future.add_done_callback(on_done)  # scheduled: never inside this call
         return future
 
     def _append_now(

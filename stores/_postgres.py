@@ -332,7 +332,6 @@ class PostgresStore(PostgresReads, EventStore):
         *,
         command_id: str | None = None,
         reply: Any = None,
-        on_done: Callable[[asyncio.Future[AppendResult]], None] | None = None,
     ) -> asyncio.Future[AppendResult]:
         """Validate, encode and queue an append; the future resolves after its COMMIT.
 
@@ -345,12 +344,9 @@ class PostgresStore(PostgresReads, EventStore):
         if command_id is not None:
             check_text(command_id, "command id")  # PostgreSQL text: no NUL either
         if not events:
-            empty = asyncio.ensure_future(
+            return asyncio.ensure_future(
                 self.append(stream, events, expected_version, command_id=command_id)
             )
-            if on_done is not None:
-                empty.add_done_callback(on_done)
-            return empty
         encoded = encode_events(events, self._max_event_bytes)
         for type_, _, _, _, event_id in encoded:
             check_text(type_, "event type")
@@ -358,8 +354,6 @@ class PostgresStore(PostgresReads, EventStore):
         reply_bytes = None if reply is None else encode_value(reply, "command reply")
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         assert self._writer is not None
-        if on_done is not None:
-            future.add_done_callback(on_done)
         self._writer.submit(
             Pending(stream, expected_version, encoded, command_id, reply_bytes, future)
         )

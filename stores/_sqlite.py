@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -351,7 +350,7 @@ class SQLiteStore(SQLiteReads, EventStore):
             return AppendResult(stream, version, range(head + 1, head + 1))
         # Cancelling this await cancels only the request (a future): the writer
         # still commits (or drops, if it had not taken it yet) the whole append.
-        return await self._start_append(stream, events, expected_version, command_id, reply, None)
+        return await self._start_append(stream, events, expected_version, command_id, reply)
 
     def start_append(
         self,
@@ -361,15 +360,13 @@ class SQLiteStore(SQLiteReads, EventStore):
         *,
         command_id: str | None = None,
         reply: Any = None,
-        on_done: Callable[[asyncio.Future[AppendResult]], None] | None = None,
     ) -> asyncio.Future[AppendResult]:
         """Validate, encode and queue an append; the future resolves after its COMMIT.
 
         See :meth:`EventStore.start_append`: bad input and a closed store
-        raise here, with nothing queued. Under load ``on_done`` runs right
-        where the writer resolves the batch, with no loop iteration between.
+        raise here, with nothing queued.
         """
-        return self._start_append(stream, events, expected_version, command_id, reply, on_done)
+        return self._start_append(stream, events, expected_version, command_id, reply)
 
     def _start_append(
         self,
@@ -378,7 +375,6 @@ class SQLiteStore(SQLiteReads, EventStore):
         expected_version: ExpectedVersion,
         command_id: str | None,
         reply: Any,
-        on_done: Callable[[asyncio.Future[AppendResult]], None] | None,
     ) -> asyncio.Future[AppendResult]:
         # start_append with positional arguments (keyword passing costs on the hot path).
         if self._state != "open":
@@ -386,12 +382,9 @@ class SQLiteStore(SQLiteReads, EventStore):
         validate_stream(stream)
         check_append_args(expected_version, command_id)
         if not events:
-            empty = asyncio.ensure_future(
+            return asyncio.ensure_future(
                 self.append(stream, events, expected_version, command_id=command_id)
             )
-            if on_done is not None:
-                empty.add_done_callback(on_done)
-            return empty
         expected = ANY_VERSION if expected_version is ANY else expected_version
         # Encoded here, in the caller: bad input fails alone, nothing queued.
         encoded = encode_events(events, self._max_event_bytes)
@@ -405,10 +398,6 @@ class SQLiteStore(SQLiteReads, EventStore):
         writer = self._writer
         assert writer is not None
         request = AppendRequest(stream, encoded, expected, command_id, reply_bytes, writer.loop)
-        if on_done is not None:
-            context = contextvars.copy_context()
-            request.add_done_callback(on_done, context=context)
-            request.direct = (on_done, context)
         writer.submit(request)
         return request
 

@@ -13,7 +13,6 @@ appends, only with the log of the number of rows (see ``_insert_chunked``).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import sqlite3
 import time
@@ -144,7 +143,7 @@ class AppendRequest(asyncio.Future[AppendResult]):
     fewer and smaller collections.
     """
 
-    __slots__ = ("command_id", "direct", "events", "expected", "outcome", "reply", "stream")
+    __slots__ = ("command_id", "events", "expected", "outcome", "reply", "stream")
 
     def __init__(
         self,
@@ -164,9 +163,6 @@ class AppendRequest(asyncio.Future[AppendResult]):
         self.command_id = command_id
         self.reply = reply
         self.outcome: AppendResult | StoreError | None = None
-        # start_append(on_done=...): the callback and the context it runs in,
-        # also registered with add_done_callback; see GroupCommitWriter._finish.
-        self.direct: tuple[Callable[[Any], None], contextvars.Context] | None = None
 
 
 def _json_text(values: list[str]) -> str:

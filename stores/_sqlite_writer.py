@@ -19,7 +19,6 @@ import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import anyio
 import orjson
@@ -256,42 +255,14 @@ class GroupCommitWriter:
                 appends += 1
                 events += len(req.events)
                 if not req.done():
-                    if req.direct is None:
-                        req.set_result(result)
-                    else:
-                        _settle_direct(req, req.set_result, result)
+                    req.set_result(result)
             elif isinstance(result, Exception):
                 if isinstance(result, ConcurrencyError):
                     self._counters.conflicts += 1
                 if not req.done():
-                    if req.direct is None:
-                        req.set_exception(result)
-                    else:
-                        _settle_direct(req, req.set_exception, result)
+                    req.set_exception(result)
         if outcome is not None:
             self._counters.committed(appends, events)
-
-
-def _settle_direct(req: AppendRequest, settle: Callable[[Any], None], value: Any) -> None:
-    """Settle ``req`` and run its ``on_done`` callback now, in the context it was given in.
-
-    Where the writer resolves a batch (every append under load), the
-    callback's ``add_done_callback`` registration is taken back first, so
-    settling schedules nothing: no ``loop.call_soon`` and handle (a chain of
-    Python calls on 3.11) and no loop iteration in between. Every other way a
-    request settles (the whole batch failing, the store closing) goes through
-    that registration as usual.
-    """
-    assert req.direct is not None
-    callback, context = req.direct
-    req.remove_done_callback(callback)
-    settle(value)
-    try:
-        context.run(callback, req)
-    except Exception as exc:  # as the event loop treats a failing callback
-        req.get_loop().call_exception_handler(
-            {"message": "an append's on_done callback failed", "exception": exc, "future": req}
-        )
 
 
 def recorded_events(committed: list[AppendRequest], at_us: int) -> list[RecordedEvent]:

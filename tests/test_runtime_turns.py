@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +42,12 @@ class HeldStore(MemoryStore):
         *,
         command_id: str | None = None,
         reply: Any = None,
-        on_done: Callable[[asyncio.Future[AppendResult]], None] | None = None,
     ) -> asyncio.Future[AppendResult]:
         if not self.hold:
             return super().start_append(
-                stream,
-                events,
-                expected_version,
-                command_id=command_id,
-                reply=reply,
-                on_done=on_done,
+                stream, events, expected_version, command_id=command_id, reply=reply
             )
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        if on_done is not None:
-            future.add_done_callback(on_done)
         self.held.append((future, (stream, events, expected_version, command_id, reply)))
         return future
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import multiprocessing
 import sqlite3
@@ -210,49 +209,3 @@ def test_fast_append_result_equals_the_dataclass_and_stays_frozen() -> None:
     assert type(fast) is AppendResult
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.version = 4  # type: ignore[misc]
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("writer", ["thread", "process"])
-async def test_on_done_runs_where_the_batch_is_resolved(tmp_path: Path, writer: str) -> None:
-    """Under a batch, on_done runs as the writer resolves each append (the next append of
-    the batch not yet settled), not as a callback scheduled for later."""
-    async with SQLiteStore(tmp_path / "e.db", writer=writer) as store:
-        futures: list[asyncio.Future[Any]] = []
-        later_settled: list[bool] = []
-
-        def on_done(future: asyncio.Future[Any]) -> None:
-            i = futures.index(future)
-            later_settled.append(futures[i + 1].done() if i + 1 < len(futures) else False)
-
-        for i in range(100):  # one batch: queued in one go
-            futures.append(store.start_append(f"Acc-{i}", [ev(n=i)], 0, on_done=on_done))
-        await asyncio.gather(*futures)
-        assert len(later_settled) == 100
-        assert not any(later_settled)
-
-
-@pytest.mark.anyio
-async def test_a_failing_on_done_spoils_nothing_else(tmp_path: Path) -> None:
-    """An on_done that raises goes to the loop's exception handler; the rest of its
-    batch settles and runs its own callbacks."""
-    loop = asyncio.get_running_loop()
-    reported: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _loop, context: reported.append(context))
-    try:
-        async with SQLiteStore(tmp_path / "e.db") as store:
-            ran: list[int] = []
-
-            def on_done(future: asyncio.Future[Any]) -> None:
-                version = future.result().version
-                ran.append(version)
-                if len(ran) == 1:
-                    raise RuntimeError("callback bug")
-
-            futures = [store.start_append(f"Acc-{i}", [ev()], 0, on_done=on_done) for i in range(5)]
-            assert [(await f).version for f in futures] == [1] * 5
-            assert len(ran) == 5
-            assert await store.head() == 5
-    finally:
-        loop.set_exception_handler(None)
-    assert [type(c["exception"]) for c in reported] == [RuntimeError]
