@@ -389,3 +389,27 @@ async def test_data_comes_back_as_decoded_json(store: EventStore) -> None:
     await store.append("Account-1", [NewEvent("T", _Payload(5, ("a", "b")))], 0)
     (event,) = await store.read_stream("Account-1")
     assert event.data == {"amount": 5, "tags": ["a", "b"]}
+
+
+# -- start_append -------------------------------------------------------------
+
+
+async def test_start_append_settles_as_append_would(store: EventStore) -> None:
+    """start_append's future settles with append's result, or with its conflict."""
+    first = store.start_append("Acc-1", [ev(n=1)], 0)
+    stale = store.start_append("Acc-1", [ev(n=2)], 0)  # loses to the first
+    result = await first
+    assert (result.version, list(result.positions)) == (1, [1])
+    with pytest.raises(ConcurrencyError) as info:
+        await stale
+    assert (info.value.expected, info.value.actual) == (0, 1)
+    assert [e.data for e in await store.read_stream("Acc-1")] == [{"n": 1}]
+
+
+async def test_start_append_refuses_bad_input_at_the_call(store: EventStore) -> None:
+    """Bad input raises from start_append itself and queues nothing."""
+    with pytest.raises(InvalidStreamName):
+        store.start_append("", [ev()], 0)
+    with pytest.raises(TypeError):
+        store.start_append("Acc-1", [ev()], -1)
+    assert await store.head() == 0
