@@ -36,7 +36,7 @@ from runtime._address import Address
 from runtime._directory import Directory
 from runtime._errors import ActorStopped
 from runtime._mailbox import Message, settle_error, settle_result
-from runtime._outcome import DeadLetter, Outcome
+from runtime._outcome import DeadLetter
 from runtime._scheduler import Scheduler
 from runtime._stats import Counters
 from runtime._write import WritePath
@@ -64,7 +64,6 @@ _log = structlog.get_logger("runtime")
 _TURN_BATCH = 32
 """Commands one actor runs per turn before yielding its worker to the next actor."""
 _DEAD_LETTERS_KEPT = 1000
-_NO_POSITIONS = range(0)
 
 
 class Turns:
@@ -132,9 +131,7 @@ class Turns:
                 if command_id is not None:  # a repeat must answer with its first outcome
                     return self.run(actor, msg, (events, value))
                 counters.commands += 1
-                settle_result(
-                    msg.future, Outcome(actor.address, (), actor.version, _NO_POSITIONS, value)
-                )
+                settle_result(msg.future, write.unchanged(actor, value))
                 continue
             if command_id is not None:
                 _bind_command_id(command_id)
@@ -148,10 +145,7 @@ class Turns:
                     reply=value if command_id is not None else None,
                 )
             except Exception as exc:  # bad handler result, unencodable event, store closed
-                counters.commands += 1
-                counters.rejected += 1
-                _log.debug("command failed", error=repr(exc))
-                self.failed(actor.address, msg, exc)
+                self._rejected(actor, msg, exc)
                 if command_id is not None:
                     unbind_contextvars("command_id")
                 continue
@@ -192,10 +186,7 @@ class Turns:
                 self.scheduler.schedule(actor)
                 return
             else:
-                self._counters.commands += 1
-                self._counters.rejected += 1
-                _log.debug("command failed", error=repr(exc))
-                self.failed(actor.address, msg, exc)
+                self._rejected(actor, msg, exc)
         except Exception as exc:  # a bug: the asker must still hear, the actor go on
             _log.error("completing a command failed", address=str(actor.address), exc_info=True)
             self.failed(actor.address, msg, exc)
@@ -239,10 +230,7 @@ class Turns:
                         decided = failed = None  # about a state that is gone: run afresh
                     outcome = await write.run(actor, msg, decided, failed)
                 except Exception as exc:
-                    counters.commands += 1
-                    counters.rejected += 1
-                    _log.debug("command failed", error=repr(exc))
-                    self.failed(actor.address, msg, exc)
+                    self._rejected(actor, msg, exc)
                 except BaseException:
                     # Cancelled (shutdown past its deadline): the asker must not hang.
                     settle_error(
@@ -257,6 +245,13 @@ class Turns:
                     unbind_contextvars("command_id")
         finally:
             self._release(actor)
+
+    def _rejected(self, actor: Actor, msg: Message, error: BaseException) -> None:
+        """Count a command that failed and give its asker (or the dead letters) the error."""
+        self._counters.commands += 1
+        self._counters.rejected += 1
+        _log.debug("command failed", error=repr(error))
+        self.failed(actor.address, msg, error)
 
     def _release(self, actor: Actor) -> None:
         """End a turn: back in the ready queue if more is queued, else idle."""

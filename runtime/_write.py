@@ -221,7 +221,7 @@ class WritePath:
                     record = await store.find_command(command_id)
                     if record is not None:
                         return await self._replayed(actor, record)
-                return Outcome(actor.address, (), actor.version, _NO_POSITIONS, value)
+                return self.unchanged(actor, value)
             # The handler's fresh list becomes the NewEvent list (each NewEvent's
             # data is the event itself): one list fewer held across the append.
             new = self.encode(state, events, msg)
@@ -240,6 +240,10 @@ class WritePath:
                     return replayed
                 continue
             return self.finish(actor, state, new, result, value)
+
+    def unchanged(self, actor: Actor, value: Any) -> Outcome:
+        """The outcome of a command that recorded nothing (a query's answer)."""
+        return Outcome(actor.address, (), actor.version, _NO_POSITIONS, value)
 
     async def _append_failed(
         self, actor: Actor, msg: Message, exc: Exception, attempts: int
