@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,13 @@ EXPECTED = {
         "read + decode 200 events (store.read_stream)": "ms",
     },
     "memory": {"per idle actor (runtime)": "bytes", "Account state alone": "bytes"},
-    "floor": {"fsync rate": "fsyncs/s", "sqlite3 executemany, 100 rows/txn": "rows/s"},
+    "floor": {
+        "fsync rate": "fsyncs/s",
+        "sqlite3 executemany, 100 rows/txn": "rows/s",
+        "1-row commit p50, on the loop's thread": "ms",
+        "1-row commit p50, via a worker thread": "ms",
+        "worker thread round trip p50": "ms",
+    },
     "eventsourcing": {
         "deposits: ours c=1 | theirs": "commands/s",
         "deposits: ours c=1 | theirs cached": "commands/s",
@@ -285,6 +292,34 @@ def test_floor_writes_exactly_the_store_rows_with_the_store_pragmas(tmp_path: Pa
         _rawsqlite.insert_txns(conn, _rawsqlite.transactions(rows, 5))
     finally:
         conn.close()
+    for table in ("events", "streams"):
+        assert _table(tmp_path / "floor.db", table) == _table(source, table), table
+
+
+def test_floor_commit_times_commit_each_transaction_alone(tmp_path: Path) -> None:
+    """One duration per transaction, and every row lands, from whichever thread runs it."""
+    from stores import NewEvent, SQLiteStore
+
+    source = tmp_path / "events.db"
+
+    async def write() -> dict[str, Any]:
+        async with SQLiteStore(source) as store:
+            for i in range(6):
+                await store.append(f"Bench-{i % 3}", [NewEvent("Bench.Appended", {"n": i})], i // 3)
+            return await _rawsqlite.store_pragmas(store)
+
+    pragmas = anyio.run(write)
+    rows = _rawsqlite.read_store_rows(source)
+    conn = _rawsqlite.copy_schema(source, tmp_path / "floor.db", pragmas, any_thread=True)
+    try:
+        txns = _rawsqlite.transactions(rows, 1)
+        times = _rawsqlite.commit_times(conn, txns[:3])
+        with ThreadPoolExecutor(1) as pool:  # the connection may move to another thread
+            times += pool.submit(_rawsqlite.commit_times, conn, txns[3:]).result()
+    finally:
+        conn.close()
+    assert len(times) == 6
+    assert all(t > 0 for t in times)
     for table in ("events", "streams"):
         assert _table(tmp_path / "floor.db", table) == _table(source, table), table
 

@@ -22,6 +22,7 @@ __all__ = [
     "FILE_PRAGMAS",
     "StoreRows",
     "Txn",
+    "commit_times",
     "copy_schema",
     "fsync_times",
     "insert_txns",
@@ -66,12 +67,15 @@ async def store_pragmas(store: Any) -> dict[str, Any]:
     return values
 
 
-def copy_schema(source: Path, target: Path, pragmas: dict[str, Any]) -> sqlite3.Connection:
+def copy_schema(
+    source: Path, target: Path, pragmas: dict[str, Any], *, any_thread: bool = False
+) -> sqlite3.Connection:
     """Create ``target`` with ``source``'s tables and indexes, on a connection with ``pragmas``.
 
     The schema is read from ``source``'s ``sqlite_master``, so the same index
     pages churn. ``pragmas`` is what :func:`store_pragmas` returned; the new
-    connection is checked to report the very same values.
+    connection is checked to report the very same values. ``any_thread``: the
+    connection may be used from another thread (one at a time).
 
     Raises:
         RuntimeError: a pragma did not take (the floor would not be comparable).
@@ -85,7 +89,7 @@ def copy_schema(source: Path, target: Path, pragmas: dict[str, Any]) -> sqlite3.
     finally:
         src.close()
     # isolation_level=None: no implicit BEGIN; we frame transactions ourselves.
-    conn = sqlite3.connect(target, isolation_level=None)
+    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=not any_thread)
     try:
         for name in FILE_PRAGMAS:
             conn.execute(f"PRAGMA {name}={pragmas[name]}")
@@ -187,6 +191,16 @@ def insert_txns(conn: sqlite3.Connection, txns: Sequence[Txn]) -> float:
         conn.executemany(events_sql, txn.events)
         conn.execute("COMMIT")
     return time.perf_counter() - t0
+
+
+def commit_times(conn: sqlite3.Connection, txns: Sequence[Txn]) -> list[float]:
+    """Run ``txns`` as :func:`insert_txns` does; the duration (s) of each one."""
+    out = []
+    for txn in txns:
+        t0 = time.perf_counter()
+        insert_txns(conn, [txn])
+        out.append(time.perf_counter() - t0)
+    return out
 
 
 def fsync_times(directory: Path, count: int) -> list[float]:

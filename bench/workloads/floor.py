@@ -6,11 +6,20 @@
   and their ``streams`` rows), inserted by plain ``executemany`` into a copy
   of the store's schema in large transactions, on a connection with the
   store's writer pragmas (WAL, synchronous=FULL, cache_size, page_size...).
+* one-row commits: the same rows one per transaction, alternately committed
+  on the event loop's own thread (blocking it) and awaited through a worker
+  thread (``run_in_executor``), and the worker-thread round trip alone. What
+  a single appender waits for at the least: a store that keeps the event
+  loop free (as ours does) pays the commit plus the round trip.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench._context import Context, Workload, new_store
@@ -21,10 +30,50 @@ from bench.workloads.append import _appenders
 __all__ = ["WORKLOAD"]
 
 SIZES = {
-    "smoke": {"fsyncs": 10, "rows": 200, "streams": 40, "txn_sizes": [100]},
-    "quick": {"fsyncs": 200, "rows": 20_000, "streams": 10_000, "txn_sizes": [1_000, 10_000]},
-    "full": {"fsyncs": 1_000, "rows": 200_000, "streams": 10_000, "txn_sizes": [1_000, 10_000]},
+    "smoke": {"fsyncs": 10, "rows": 200, "streams": 40, "txn_sizes": [100], "commits": 10},
+    "quick": {
+        "fsyncs": 200,
+        "rows": 20_000,
+        "streams": 10_000,
+        "txn_sizes": [1_000, 10_000],
+        "commits": 300,
+    },
+    "full": {
+        "fsyncs": 1_000,
+        "rows": 200_000,
+        "streams": 10_000,
+        "txn_sizes": [1_000, 10_000],
+        "commits": 2_000,
+    },
 }
+
+
+async def _one_row_commits(
+    conn: sqlite3.Connection, txns: list[_rawsqlite.Txn], count: int
+) -> tuple[LatencyRecorder, LatencyRecorder, LatencyRecorder]:
+    """``count`` one-row commits each way, alternating, and ``count`` bare round trips.
+
+    Returns:
+        ``(on the loop's thread, through a worker thread, round trip alone)``.
+    """
+    loop = asyncio.get_running_loop()
+    here, there, trip = LatencyRecorder(), LatencyRecorder(), LatencyRecorder()
+    clock = time.perf_counter
+    with ThreadPoolExecutor(1) as pool:
+        await loop.run_in_executor(pool, int)  # the thread started, untimed
+        for i, txn in enumerate(txns[: 2 * count]):
+            t0 = clock()
+            if i % 2:
+                await loop.run_in_executor(pool, _rawsqlite.insert_txns, conn, [txn])
+                there.values.append(clock() - t0)
+            else:
+                _rawsqlite.insert_txns(conn, [txn])
+                here.values.append(clock() - t0)
+        for _ in range(count):
+            t0 = clock()
+            await loop.run_in_executor(pool, int)
+            trip.values.append(clock() - t0)
+    return here, there, trip
 
 
 async def run(ctx: Context) -> RunOutput:
@@ -70,6 +119,32 @@ async def run(ctx: Context) -> RunOutput:
                         params=params,
                     )
                 )
+            with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
+                conn = _rawsqlite.copy_schema(
+                    source, Path(tmp) / "commits.db", pragmas, any_thread=True
+                )
+                try:
+                    here, there, trip = await _one_row_commits(
+                        conn, _rawsqlite.transactions(rows, 1), sizes["commits"]
+                    )
+                finally:
+                    conn.close()
+            params = {"commits": len(here.values)}
+            out.samples += [
+                Sample(
+                    "1-row commit p50, on the loop's thread",
+                    here.summary((50,))["p50"],
+                    "ms",
+                    params=params,
+                ),
+                Sample(
+                    "1-row commit p50, via a worker thread",
+                    there.summary((50,))["p50"],
+                    "ms",
+                    params=params,
+                ),
+                Sample("worker thread round trip p50", trip.summary((50,))["p50"], "ms"),
+            ]
             out.info["floor_pragmas"] = pragmas
     except NotAvailable as exc:
         out.info["sqlite3 floor"] = str(exc)
