@@ -6,18 +6,17 @@ import asyncio
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import anyio
 import anyio.abc
-import structlog
 
-from stores._base import ConsumerTransaction, EventStore
+from stores._base import EventStore
 from stores._codec import (
     DEFAULT_MAX_EVENT_BYTES,
     check_append_args,
@@ -29,10 +28,11 @@ from stores._codec import (
 from stores._errors import StoreClosed, StoreUnavailable
 from stores._gc import DEFAULT_GC_THRESHOLD, check_gc_threshold, hold_gc_threshold
 from stores._sqlite_batch import ANY_VERSION, AppendRequest
-from stores._sqlite_consumer import SET_CHECKPOINT_SQL, consumer_transaction
+from stores._sqlite_consumer import SET_CHECKPOINT_SQL, SQLiteConsumers
+from stores._sqlite_process_mode import WriterProcessMode
 from stores._sqlite_reads import VERSION_OF, SQLiteReads
 from stores._sqlite_schema import Durability, configure, connect_sync, migrate
-from stores._sqlite_writer import LARGE_BATCH, GroupCommitWriter
+from stores._sqlite_writer import GroupCommitWriter
 from stores._sqlite_writer_process import WriterProcess
 from stores._types import (
     ANY,
@@ -44,14 +44,10 @@ from stores._types import (
 
 __all__ = ["Durability", "SQLiteStore"]
 
-_log = structlog.get_logger("stores")
-
-_PROCESS_START_TIMEOUT = 30.0  # seconds for the writer process to start and open the file
-
 _EMPTY_APPEND = f"SELECT {VERSION_OF}, coalesce((SELECT max(position) FROM events), 0)"
 
 
-class SQLiteStore(SQLiteReads, EventStore):
+class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
     """The embedded default event store: one SQLite file in WAL mode.
 
     Appends from any number of concurrent callers are group-committed by one
@@ -244,70 +240,6 @@ class SQLiteStore(SQLiteReads, EventStore):
             if self._writer is not None:  # leftovers only when aclose was cancelled
                 self._writer.fail_pending("the store closed before this append")
 
-    # -- the writer process (writer="auto" or "process") ----------------------
-
-    def _want_process(self) -> None:
-        """A large batch came (writer="auto"): start the writer process, once."""
-        if self._spawning or self._state != "open" or self._tg is None:
-            return
-        self._spawning = True
-        if getattr(sys, "frozen", False) or not sys.executable:
-            # A frozen application's executable is the application, not a
-            # Python that runs ``-c``: never start a copy of it.
-            return
-        self._tg.start_soon(self._start_process, False)
-
-    async def _start_process(self, strict: bool) -> None:
-        """Start the writer process and route batches to it (all, or the large ones).
-
-        Raises:
-            StoreUnavailable: it did not start and ``strict`` (writer="process").
-        """
-        process = WriterProcess(on_gone=self._process_gone)
-        self._process = process
-        try:
-            # Shielded, with a deadline: never leak a half-started child.
-            with anyio.CancelScope(shield=True), anyio.fail_after(_PROCESS_START_TIMEOUT):
-                await process.start(
-                    self._path, self._busy_timeout, self._durability.name, self._cache_kib
-                )
-        except Exception as exc:
-            self._process = None
-            with anyio.CancelScope(shield=True):
-                await process.aclose(1.0)
-            if strict:
-                raise StoreUnavailable(f"cannot start the SQLite writer process: {exc}") from exc
-            _log.warning(
-                "SQLite writer process did not start; the writer thread goes on",
-                path=str(self._path),
-                error=repr(exc),
-            )
-            return
-        if self._writer is not None:
-            self._writer.use_process(process.run_batch, 0 if strict else LARGE_BATCH)
-
-    def _process_gone(self, why: str) -> None:
-        """The writer process died (not closed by us)."""
-        if self._writer_mode == "auto" and self._writer is not None:
-            self._writer.use_process(None)  # the thread takes everything again
-            _log.warning(
-                "SQLite writer process exited; the writer thread takes over",
-                path=str(self._path),
-                reason=why,
-            )
-        else:
-            _log.error(
-                "SQLite writer process exited; appends fail until the store is reopened",
-                path=str(self._path),
-                reason=why,
-            )
-
-    async def _close_process(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            with anyio.CancelScope(shield=True):
-                await process.aclose(self._busy_timeout + 5.0)
-
     async def _close_connections(self) -> None:
         # Shielded: closing always releases the connections and their threads.
         with anyio.CancelScope(shield=True):
@@ -460,40 +392,6 @@ class SQLiteStore(SQLiteReads, EventStore):
             " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
             (name, position),
         )
-
-    def open_consumer_transaction(
-        self, name: str
-    ) -> AbstractAsyncContextManager[ConsumerTransaction]:
-        """A ``BEGIN IMMEDIATE`` transaction on a dedicated connection to this file.
-
-        Its ``.connection`` is an ``aiosqlite.Connection``; the block commits
-        the read-model changes and the checkpoint together, or rolls both back.
-        The block holds the file's write lock (SQLite has one writer at a
-        time), so keep it short and never await an append to this store
-        inside it: the writer would wait for the lock until ``busy_timeout``.
-        """
-        return self._consumer(name)
-
-    @asynccontextmanager
-    async def _consumer(self, name: str) -> AsyncIterator[ConsumerTransaction]:
-        self._check_open()
-        conn = self._idle_consumers.pop() if self._idle_consumers else await self._connect()
-        self._consumers.add(conn)
-        reusable = False
-        try:
-            async with consumer_transaction(conn, name) as txn:
-                yield txn
-            reusable = True
-        finally:
-            self._consumers.discard(conn)
-            # After any error the connection may still have a BEGIN or
-            # ROLLBACK queued on its thread (a cancelled aiosqlite call still
-            # runs): close it rather than hand it to the next consumer.
-            if reusable and self._state == "open" and not conn.in_transaction:
-                self._idle_consumers.append(conn)
-            else:
-                with anyio.CancelScope(shield=True):
-                    await conn.close()
 
     # -- operations ---------------------------------------------------------
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING
 
 import aiosqlite
 import anyio
@@ -15,6 +16,7 @@ from stores._errors import StoreUnavailable
 __all__ = [
     "CHECKPOINT_SQL",
     "SET_CHECKPOINT_SQL",
+    "SQLiteConsumers",
     "SQLiteConsumerTransaction",
     "consumer_transaction",
 ]
@@ -91,3 +93,56 @@ async def consumer_transaction(
             if conn.in_transaction:
                 await conn.execute("ROLLBACK")
         raise StoreUnavailable(f"SQLite consumer transaction failed to commit: {exc}") from exc
+
+
+class SQLiteConsumers:
+    """Consumer transactions of :class:`SQLiteStore`, mixed into it (a module of its own).
+
+    Each runs on a connection of its own, kept for the next consumer when the
+    transaction ended cleanly. The store owns the connections (closes them);
+    this class only declares what it uses.
+    """
+
+    _state: str
+    _idle_consumers: list[aiosqlite.Connection]
+    _consumers: set[aiosqlite.Connection]
+
+    if TYPE_CHECKING:
+
+        def _check_open(self) -> None: ...
+
+        async def _connect(self) -> aiosqlite.Connection: ...
+
+    def open_consumer_transaction(
+        self, name: str
+    ) -> AbstractAsyncContextManager[ConsumerTransaction]:
+        """A ``BEGIN IMMEDIATE`` transaction on a dedicated connection to this file.
+
+        Its ``.connection`` is an ``aiosqlite.Connection``; the block commits
+        the read-model changes and the checkpoint together, or rolls both back.
+        The block holds the file's write lock (SQLite has one writer at a
+        time), so keep it short and never await an append to this store
+        inside it: the writer would wait for the lock until ``busy_timeout``.
+        """
+        return self._consumer(name)
+
+    @asynccontextmanager
+    async def _consumer(self, name: str) -> AsyncIterator[ConsumerTransaction]:
+        self._check_open()
+        conn = self._idle_consumers.pop() if self._idle_consumers else await self._connect()
+        self._consumers.add(conn)
+        reusable = False
+        try:
+            async with consumer_transaction(conn, name) as txn:
+                yield txn
+            reusable = True
+        finally:
+            self._consumers.discard(conn)
+            # After any error the connection may still have a BEGIN or
+            # ROLLBACK queued on its thread (a cancelled aiosqlite call still
+            # runs): close it rather than hand it to the next consumer.
+            if reusable and self._state == "open" and not conn.in_transaction:
+                self._idle_consumers.append(conn)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
