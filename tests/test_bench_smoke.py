@@ -6,7 +6,6 @@ import itertools
 import json
 import os
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +218,16 @@ def test_append_reports_the_raw_floor_and_ratio(smoke_run: dict[str, Any]) -> No
         assert figs[case]["params"]["events"] in (10, 40)
 
 
+def test_single_appender_latency_has_a_commit_floor(smoke_run: dict[str, Any]) -> None:
+    """The c=1 p50 carries one-row commits through a worker thread as its floor; others none."""
+    result = _results(smoke_run)["append"]
+    figs = {f["case"]: f for f in result["figures"]}
+    assert figs["c=1 append p50"]["reference"]["kind"] == "floor"
+    assert figs["c=1 append p50"]["reference"]["median"] > 0
+    assert figs["c=4 append p50"].get("reference") is None
+    assert "worker thread" in result["info"]["c=1"]["p50 floor"]
+
+
 def test_append_warms_up_and_reports_gc_threshold_rows(smoke_run: dict[str, Any]) -> None:
     """Each level's warm-up is reported apart from its timed appends; the store built with
     gc_threshold=None has rows of its own."""
@@ -296,8 +305,8 @@ def test_floor_writes_exactly_the_store_rows_with_the_store_pragmas(tmp_path: Pa
         assert _table(tmp_path / "floor.db", table) == _table(source, table), table
 
 
-def test_floor_commit_times_commit_each_transaction_alone(tmp_path: Path) -> None:
-    """One duration per transaction, and every row lands, from whichever thread runs it."""
+def test_floor_one_row_commits_alternate_threads_and_write_every_row(tmp_path: Path) -> None:
+    """Commits alternate between the loop's thread and a worker thread; every row lands."""
     from stores import NewEvent, SQLiteStore
 
     source = tmp_path / "events.db"
@@ -313,13 +322,11 @@ def test_floor_commit_times_commit_each_transaction_alone(tmp_path: Path) -> Non
     conn = _rawsqlite.copy_schema(source, tmp_path / "floor.db", pragmas, any_thread=True)
     try:
         txns = _rawsqlite.transactions(rows, 1)
-        times = _rawsqlite.commit_times(conn, txns[:3])
-        with ThreadPoolExecutor(1) as pool:  # the connection may move to another thread
-            times += pool.submit(_rawsqlite.commit_times, conn, txns[3:]).result()
+        here, there, trip = anyio.run(_rawsqlite.one_row_commits, conn, txns, 3)
     finally:
         conn.close()
-    assert len(times) == 6
-    assert all(t > 0 for t in times)
+    assert (len(here), len(there), len(trip)) == (3, 3, 3)
+    assert all(t > 0 for t in [*here, *there, *trip])
     for table in ("events", "streams"):
         assert _table(tmp_path / "floor.db", table) == _table(source, table), table
 

@@ -1,4 +1,7 @@
-"""The physical floor: plain ``sqlite3`` and raw ``fsync``, no store, no asyncio.
+"""The physical floor: plain ``sqlite3`` and raw ``fsync``, no store.
+
+asyncio appears only in :func:`one_row_commits`, to time a commit awaited
+through a worker thread.
 
 The floor a store figure is read against must do the same physical work: the
 same rows into the same schema (same indexes), in transactions of the same
@@ -9,10 +12,12 @@ connection at run time, so the floor follows the store when either changes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +27,10 @@ __all__ = [
     "FILE_PRAGMAS",
     "StoreRows",
     "Txn",
-    "commit_times",
     "copy_schema",
     "fsync_times",
     "insert_txns",
+    "one_row_commits",
     "read_pragmas",
     "read_store_rows",
     "store_pragmas",
@@ -193,14 +198,34 @@ def insert_txns(conn: sqlite3.Connection, txns: Sequence[Txn]) -> float:
     return time.perf_counter() - t0
 
 
-def commit_times(conn: sqlite3.Connection, txns: Sequence[Txn]) -> list[float]:
-    """Run ``txns`` as :func:`insert_txns` does; the duration (s) of each one."""
-    out = []
-    for txn in txns:
-        t0 = time.perf_counter()
-        insert_txns(conn, [txn])
-        out.append(time.perf_counter() - t0)
-    return out
+async def one_row_commits(
+    conn: sqlite3.Connection, txns: Sequence[Txn], count: int
+) -> tuple[list[float], list[float], list[float]]:
+    """``count`` one-row commits each way, alternating, and ``count`` bare round trips.
+
+    Returns:
+        Durations (s): ``(on the loop's thread, through a worker thread, round trip alone)``.
+    """
+    loop = asyncio.get_running_loop()
+    here: list[float] = []
+    there: list[float] = []
+    trip: list[float] = []
+    clock = time.perf_counter
+    with ThreadPoolExecutor(1) as pool:
+        await loop.run_in_executor(pool, int)  # the thread started, untimed
+        for i, txn in enumerate(txns[: 2 * count]):
+            t0 = clock()
+            if i % 2:
+                await loop.run_in_executor(pool, insert_txns, conn, [txn])
+                there.append(clock() - t0)
+            else:
+                insert_txns(conn, [txn])
+                here.append(clock() - t0)
+        for _ in range(count):
+            t0 = clock()
+            await loop.run_in_executor(pool, int)
+            trip.append(clock() - t0)
+    return here, there, trip
 
 
 def fsync_times(directory: Path, count: int) -> list[float]:

@@ -8,6 +8,10 @@ column for column) into the same schema with ``executemany``, in
 transactions as large as the store's mean batch, on a connection with the
 store's writer pragmas (WAL, synchronous, cache_size, page_size...: read from
 the store at run time), so the ratio shows what the store's machinery costs.
+The single appender's p50 latency has its own floor: the same rows committed
+one per transaction, each awaited through a worker thread (the commit plus
+the thread round trip: the least a store that keeps the event loop free can
+answer in).
 
 Each level first appends, untimed, for ``warmup`` seconds on the same store
 (the way a service is warm after its first moments: SQLiteStore's default
@@ -34,7 +38,13 @@ from bench.workloads import _rawsqlite
 __all__ = ["WORKLOAD"]
 
 SIZES = {
-    "smoke": {"streams": 40, "levels": [[1, 10], [4, 40]], "gc_levels": [[4, 40]], "warmup": 0.01},
+    "smoke": {
+        "streams": 40,
+        "levels": [[1, 10], [4, 40]],
+        "gc_levels": [[4, 40]],
+        "warmup": 0.01,
+        "commits": 5,
+    },
     # Quick levels last ~0.5 s or more each: at 300 appends (c=1, ~0.2 s) one
     # scheduler hiccup on a shared machine moved the figure by a third.
     "quick": {
@@ -42,12 +52,14 @@ SIZES = {
         "levels": [[1, 1_000], [100, 10_000], [1_000, 30_000]],
         "gc_levels": [[1_000, 30_000]],
         "warmup": 0.3,
+        "commits": 300,
     },
     "full": {
         "streams": 10_000,
         "levels": [[1, 2_000], [100, 50_000], [1_000, 200_000]],
         "gc_levels": [[1_000, 200_000]],
         "warmup": 0.5,
+        "commits": 1_000,
     },
 }
 
@@ -134,6 +146,28 @@ def _floor(source: Path, per_txn: int, pragmas: dict[str, Any], workdir: Path) -
     return len(rows.events) / seconds
 
 
+async def _commit_floor(source: Path, pragmas: dict[str, Any], count: int, workdir: Path) -> float:
+    """p50 (ms) of one-row commits of ``source``'s rows awaited through a worker thread.
+
+    What a single appender waits for at the least when the store keeps the
+    event loop free: the commit plus the thread round trip
+    (:func:`_rawsqlite.one_row_commits`, which alternates them with commits on
+    the loop's own thread).
+    """
+    rows = _rawsqlite.read_store_rows(source)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        conn = _rawsqlite.copy_schema(source, Path(tmp) / "commits.db", pragmas, any_thread=True)
+        try:
+            _here, there, _trip = await _rawsqlite.one_row_commits(
+                conn, _rawsqlite.transactions(rows, 1), count
+            )
+        finally:
+            conn.close()
+    recorder = LatencyRecorder()
+    recorder.extend(there)
+    return recorder.summary((50,))["p50"]
+
+
 async def run(ctx: Context) -> RunOutput:
     """One run: every concurrency level on a fresh store, each beside its raw floor."""
     sizes = ctx.sizes(SIZES)
@@ -156,6 +190,12 @@ async def run(ctx: Context) -> RunOutput:
                 raise RuntimeError(f"wrote {warm + total} events but the log holds {head}")
             batch = stats.events / max(stats.batches, 1)
             floor = _floor(path, round(batch), pragmas, ctx.workdir) if path is not None else None
+            # A single appender's latency, beside one-row commits through a worker thread.
+            commit_floor = (
+                await _commit_floor(path, pragmas, sizes["commits"], ctx.workdir)
+                if path is not None and concurrency == 1
+                else None
+            )
         params = {
             "concurrency": concurrency,
             "events": total,
@@ -169,7 +209,14 @@ async def run(ctx: Context) -> RunOutput:
         name = f"c={concurrency}"
         out.samples += [
             Sample(f"{name} throughput{tag}", rate, "events/s", floor, ref_kind, params),
-            Sample(f"{name} append p50{tag}", pct["p50"], "ms", params=params),
+            Sample(
+                f"{name} append p50{tag}",
+                pct["p50"],
+                "ms",
+                commit_floor,
+                "floor" if commit_floor is not None else None,
+                params,
+            ),
             Sample(f"{name} append p99{tag}", pct["p99"], "ms", params=params),
             Sample(f"{name} mean batch{tag}", batch, "appends/txn", params=params),
         ]
@@ -182,6 +229,11 @@ async def run(ctx: Context) -> RunOutput:
             if floor is not None
             else "none (not SQLite)",
         }
+        if commit_floor is not None:
+            out.info[f"{name}{tag}"]["p50 floor"] = (
+                "plain sqlite3: the run's rows one per transaction, each awaited "
+                "through a worker thread (run_in_executor), the store's pragmas"
+            )
     return out
 
 

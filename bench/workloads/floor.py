@@ -15,11 +15,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench._context import Context, Workload, new_store
@@ -48,32 +44,10 @@ SIZES = {
 }
 
 
-async def _one_row_commits(
-    conn: sqlite3.Connection, txns: list[_rawsqlite.Txn], count: int
-) -> tuple[LatencyRecorder, LatencyRecorder, LatencyRecorder]:
-    """``count`` one-row commits each way, alternating, and ``count`` bare round trips.
-
-    Returns:
-        ``(on the loop's thread, through a worker thread, round trip alone)``.
-    """
-    loop = asyncio.get_running_loop()
-    here, there, trip = LatencyRecorder(), LatencyRecorder(), LatencyRecorder()
-    clock = time.perf_counter
-    with ThreadPoolExecutor(1) as pool:
-        await loop.run_in_executor(pool, int)  # the thread started, untimed
-        for i, txn in enumerate(txns[: 2 * count]):
-            t0 = clock()
-            if i % 2:
-                await loop.run_in_executor(pool, _rawsqlite.insert_txns, conn, [txn])
-                there.values.append(clock() - t0)
-            else:
-                _rawsqlite.insert_txns(conn, [txn])
-                here.values.append(clock() - t0)
-        for _ in range(count):
-            t0 = clock()
-            await loop.run_in_executor(pool, int)
-            trip.values.append(clock() - t0)
-    return here, there, trip
+def _p50(seconds: list[float]) -> float:
+    recorder = LatencyRecorder()
+    recorder.extend(seconds)
+    return recorder.summary((50,))["p50"]
 
 
 async def run(ctx: Context) -> RunOutput:
@@ -124,26 +98,16 @@ async def run(ctx: Context) -> RunOutput:
                     source, Path(tmp) / "commits.db", pragmas, any_thread=True
                 )
                 try:
-                    here, there, trip = await _one_row_commits(
+                    here, there, trip = await _rawsqlite.one_row_commits(
                         conn, _rawsqlite.transactions(rows, 1), sizes["commits"]
                     )
                 finally:
                     conn.close()
-            params = {"commits": len(here.values)}
+            params = {"commits": len(here)}
             out.samples += [
-                Sample(
-                    "1-row commit p50, on the loop's thread",
-                    here.summary((50,))["p50"],
-                    "ms",
-                    params=params,
-                ),
-                Sample(
-                    "1-row commit p50, via a worker thread",
-                    there.summary((50,))["p50"],
-                    "ms",
-                    params=params,
-                ),
-                Sample("worker thread round trip p50", trip.summary((50,))["p50"], "ms"),
+                Sample("1-row commit p50, on the loop's thread", _p50(here), "ms", params=params),
+                Sample("1-row commit p50, via a worker thread", _p50(there), "ms", params=params),
+                Sample("worker thread round trip p50", _p50(trip), "ms", params=params),
             ]
             out.info["floor_pragmas"] = pragmas
     except NotAvailable as exc:
