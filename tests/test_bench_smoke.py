@@ -219,13 +219,16 @@ def test_append_reports_the_raw_floor_and_ratio(smoke_run: dict[str, Any]) -> No
 
 
 def test_single_appender_latency_has_a_commit_floor(smoke_run: dict[str, Any]) -> None:
-    """The c=1 p50 carries one-row commits through a worker thread as its floor; others none."""
+    """The c=1 p50s (append, ask) carry one-row commits through a worker thread as their floor."""
     result = _results(smoke_run)["append"]
     figs = {f["case"]: f for f in result["figures"]}
     assert figs["c=1 append p50"]["reference"]["kind"] == "floor"
     assert figs["c=1 append p50"]["reference"]["median"] > 0
     assert figs["c=4 append p50"].get("reference") is None
     assert "worker thread" in result["info"]["c=1"]["p50 floor"]
+    write = {f["case"]: f for f in _results(smoke_run)["write"]["figures"]}
+    assert write["c=1 ask p50"]["reference"]["kind"] == "floor"
+    assert write["c=4 ask p50"].get("reference") is None
 
 
 def test_append_warms_up_and_reports_gc_threshold_rows(smoke_run: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ from bench._context import Context, Workload, new_store
 from bench._measure import LatencyRecorder, RunOutput, Sample, now
 from bench.workloads import _rawsqlite
 
-__all__ = ["WORKLOAD"]
+__all__ = ["WORKLOAD", "commit_floor"]
 
 SIZES = {
     "smoke": {
@@ -146,7 +146,7 @@ def _floor(source: Path, per_txn: int, pragmas: dict[str, Any], workdir: Path) -
     return len(rows.events) / seconds
 
 
-async def _commit_floor(source: Path, pragmas: dict[str, Any], count: int, workdir: Path) -> float:
+async def commit_floor(source: Path, pragmas: dict[str, Any], count: int, workdir: Path) -> float:
     """p50 (ms) of one-row commits of ``source``'s rows awaited through a worker thread.
 
     What a single appender waits for at the least when the store keeps the
@@ -191,8 +191,8 @@ async def run(ctx: Context) -> RunOutput:
             batch = stats.events / max(stats.batches, 1)
             floor = _floor(path, round(batch), pragmas, ctx.workdir) if path is not None else None
             # A single appender's latency, beside one-row commits through a worker thread.
-            commit_floor = (
-                await _commit_floor(path, pragmas, sizes["commits"], ctx.workdir)
+            p50_floor = (
+                await commit_floor(path, pragmas, sizes["commits"], ctx.workdir)
                 if path is not None and concurrency == 1
                 else None
             )
@@ -213,8 +213,8 @@ async def run(ctx: Context) -> RunOutput:
                 f"{name} append p50{tag}",
                 pct["p50"],
                 "ms",
-                commit_floor,
-                "floor" if commit_floor is not None else None,
+                p50_floor,
+                "floor" if p50_floor is not None else None,
                 params,
             ),
             Sample(f"{name} append p99{tag}", pct["p99"], "ms", params=params),
@@ -229,7 +229,7 @@ async def run(ctx: Context) -> RunOutput:
             if floor is not None
             else "none (not SQLite)",
         }
-        if commit_floor is not None:
+        if p50_floor is not None:
             out.info[f"{name}{tag}"]["p50 floor"] = (
                 "plain sqlite3: the run's rows one per transaction, each awaited "
                 "through a worker thread (run_in_executor), the store's pragmas"

@@ -10,15 +10,21 @@ while open. Then the ``gc_levels`` run again on a fresh store, the store and
 the runtime built with ``gc_threshold=None``, which leaves Python's GC
 settings as they are: the rows named ``(gc_threshold=None)``, to show what
 that setting is worth.
+
+The single caller's p50 has a floor beside it, as in ``append``: the run's
+rows committed one per transaction with plain ``sqlite3``, each awaited
+through a worker thread (the commit plus the thread round trip).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bench._context import Context, Workload, new_store
 from bench._measure import RunOutput, Sample
-from bench.workloads import _rt
+from bench.workloads import _rawsqlite, _rt
+from bench.workloads.append import commit_floor
 
 __all__ = ["WORKLOAD", "check_balances", "deposits"]
 
@@ -26,16 +32,18 @@ __all__ = ["WORKLOAD", "check_balances", "deposits"]
 # are in flight, which is where the GC setting matters). Quick c=1 runs 1,000
 # deposits: at 300 (~0.2 s) one scheduler hiccup moved the figure by a third.
 SIZES = {
-    "smoke": {"accounts": 20, "levels": [[1, 10], [4, 40]], "gc_levels": [[4, 40]]},
+    "smoke": {"accounts": 20, "levels": [[1, 10], [4, 40]], "gc_levels": [[4, 40]], "commits": 5},
     "quick": {
         "accounts": 10_000,
         "levels": [[1, 1_000], [100, 5_000], [1_000, 20_000]],
         "gc_levels": [[1_000, 20_000]],
+        "commits": 300,
     },
     "full": {
         "accounts": 10_000,
         "levels": [[1, 2_000], [100, 50_000], [1_000, 200_000]],
         "gc_levels": [[100, 50_000], [1_000, 200_000]],
+        "commits": 1_000,
     },
 }
 AMOUNT = 5
@@ -111,16 +119,23 @@ async def _one_runtime(
     options, _ = gc_variant(gc_untouched)
     samples: list[Sample] = []
     tag = "write-gc-untouched" if gc_untouched else "write"
-    async with (
-        new_store(ctx, tag, gc_untouched=gc_untouched) as (store, _path),
-        _rt.make_runtime(store, **options) as rt,
-    ):
-        targets = _rt.accounts(sizes["accounts"])
-        await _rt.open_all(rt, targets, ctx)
-        for concurrency, total in levels:
-            samples += await deposits(rt, targets, total, concurrency, ctx, gc_untouched)
-        await check_balances(rt, targets, AMOUNT * sum(t for _c, t in levels))
-        return samples, repr(rt.statistics())
+    async with new_store(ctx, tag, gc_untouched=gc_untouched) as (store, path):
+        async with _rt.make_runtime(store, **options) as rt:
+            targets = _rt.accounts(sizes["accounts"])
+            await _rt.open_all(rt, targets, ctx)
+            for concurrency, total in levels:
+                samples += await deposits(rt, targets, total, concurrency, ctx, gc_untouched)
+            await check_balances(rt, targets, AMOUNT * sum(t for _c, t in levels))
+            stats = repr(rt.statistics())
+            pragmas = await _rawsqlite.store_pragmas(store) if path is not None else {}
+        if path is not None and any(c == 1 for c, _t in levels):
+            # A single caller's latency, beside one-row commits through a worker thread.
+            floor = await commit_floor(path, pragmas, sizes["commits"], ctx.workdir)
+            samples = [
+                replace(s, ref=floor, ref_kind="floor") if s.case.startswith("c=1 ask p50") else s
+                for s in samples
+            ]
+        return samples, stats
 
 
 async def run(ctx: Context) -> RunOutput:
