@@ -13,7 +13,7 @@ import structlog
 from aggregates import Aggregate, Event, EventRegistry
 from runtime._address import Address
 from runtime._mailbox import Message
-from stores import CorruptSnapshot, EventStore
+from stores import CorruptSnapshot, EventStore, Snapshot
 
 __all__ = ["Actor", "ReplayFailed", "rebuild"]
 
@@ -98,6 +98,13 @@ async def load_snapshot_state(
     except CorruptSnapshot:
         _log.warning("corrupt snapshot ignored, replaying in full", stream=stream)
         return None
+    return _usable(kind, stream, snap)
+
+
+def _usable(
+    kind: type[Aggregate], stream: str, snap: Snapshot | None
+) -> tuple[Aggregate, int] | None:
+    """A loaded snapshot's state and version, or ``None`` if it cannot be used (logged)."""
     if snap is None:
         return None
     if snap.schema_version != kind.snapshot_schema_version:
@@ -169,15 +176,22 @@ async def _replay(
     stream: str,
     version: int,
     to_version: int | None,
+    page: list[tuple[int, str, int, Any]] | None = None,
 ) -> int:
     """``catch_up`` without a time bound, on the store's lean replay read.
 
     ``read_stream_payloads`` skips what a replay does not use (position,
     metadata, event id, time), about halving the read cost of a long stream;
     the failing event's position is looked up only when an apply fails.
+    ``page``: the first page, already read (by ``read_replay``).
     """
-    while to_version is None or version < to_version:
-        page = await store.read_stream_payloads(stream, version + 1, to_version, limit=READ_PAGE)
+    while True:
+        if page is None:
+            if to_version is not None and version >= to_version:
+                break
+            page = await store.read_stream_payloads(
+                stream, version + 1, to_version, limit=READ_PAGE
+            )
         for ver, type_name, schema_version, data in page:
             try:
                 apply(decode(type_name, schema_version, data))
@@ -187,6 +201,7 @@ async def _replay(
             version = ver
         if len(page) < READ_PAGE:
             break
+        page = None
     return version
 
 
@@ -207,14 +222,28 @@ async def rebuild(
     Raises:
         ReplayFailed: an event could not be decoded or applied.
     """
-    loaded = None
-    if use_snapshot and kind.snapshot_every:
-        loaded = await load_snapshot_state(store, kind, stream, to_version)
-    if loaded is None:
+    if not (use_snapshot and kind.snapshot_every):
         state: Any = kind()
+        version = await catch_up(store, registry, state, stream, 0, to_version=to_version)
+        return state, version, 0
+    # The snapshot and the first page of events after it in one read (one
+    # round trip where the store can: activation from a snapshot is mostly
+    # waiting for reads).
+    try:
+        snap, page = await store.read_replay(
+            stream, kind.snapshot_schema_version, to_version, limit=READ_PAGE
+        )
+    except CorruptSnapshot:
+        _log.warning("corrupt snapshot ignored, replaying in full", stream=stream)
+        snap, page = None, None
+    loaded = _usable(kind, stream, snap)
+    if loaded is None:
+        state = kind()
         version = snapshot_version = 0
+        if snap is not None and snap.schema_version == kind.snapshot_schema_version:
+            page = None  # it starts after a snapshot from_snapshot refused: read from 1
     else:
         state, version = loaded
         snapshot_version = version
-    version = await catch_up(store, registry, state, stream, version, to_version=to_version)
+    version = await _replay(store, registry.decode, state.apply, stream, version, to_version, page)
     return state, version, snapshot_version

@@ -316,6 +316,44 @@ class EventStore(abc.ABC):
             CorruptSnapshot: the stored state cannot be decoded.
         """
 
+    async def read_replay(
+        self,
+        stream: str,
+        schema_version: int,
+        to_version: int | None = None,
+        *,
+        limit: int | None = None,
+    ) -> tuple[Snapshot | None, list[tuple[int, str, int, Any]]]:
+        """What activating an aggregate reads: its newest snapshot, then the events after it.
+
+        The snapshot is ``load_snapshot(stream, to_version)``. When there is
+        one and its ``schema_version`` is ``schema_version``, the events are
+        ``read_stream_payloads(stream, snapshot.version + 1, to_version,
+        limit=limit)``; otherwise the same from version 1 (a snapshot of
+        another schema version is returned but not used as the start).
+        Backends override it to read both in one round trip; this default
+        makes the two calls.
+
+        Args:
+            stream: The stream name.
+            schema_version: The snapshot schema version the caller can use.
+            to_version: Neither the snapshot nor the events go past this version.
+            limit: Read at most this many events (the rest with
+                ``read_stream_payloads``).
+
+        Returns:
+            ``(snapshot or None, [(version, type, schema_version, data), ...])``.
+
+        Raises:
+            CorruptSnapshot: the snapshot's state cannot be decoded (nothing
+                else is returned: the caller reads the stream in full).
+        """
+        snapshot = await self.load_snapshot(stream, to_version)
+        start = 1
+        if snapshot is not None and snapshot.schema_version == schema_version:
+            start = snapshot.version + 1
+        return snapshot, await self.read_stream_payloads(stream, start, to_version, limit=limit)
+
     # -- consumers ---------------------------------------------------------
 
     @abc.abstractmethod

@@ -36,6 +36,20 @@ _READ_PAYLOADS = (
     " WHERE e.stream_id = (SELECT id FROM streams WHERE name = ?)"
     " AND e.version >= ? AND e.version <= ? ORDER BY e.version ASC LIMIT ?"
 )
+# read_replay in ONE statement (one round trip to the reader thread): the
+# newest snapshot at or below the bound (its row has a NULL type), then the
+# events after it when its schema version is the caller's, else from
+# version 1. Parameters: ?1 stream, ?2 top version, ?3 usable schema version,
+# ?4 limit (-1: none).
+_READ_REPLAY = (
+    "WITH snap AS (SELECT version, state, schema_version, recorded_at FROM snapshots"
+    " WHERE stream = ?1 AND version <= ?2 ORDER BY version DESC LIMIT 1)"
+    " SELECT version, NULL, schema_version, state, recorded_at FROM snap"
+    " UNION ALL SELECT * FROM (SELECT e.version, e.type, e.schema_version, e.data, NULL"
+    " FROM events e WHERE e.stream_id = (SELECT id FROM streams WHERE name = ?1)"
+    " AND e.version > coalesce((SELECT version FROM snap WHERE schema_version = ?3), 0)"
+    " AND e.version <= ?2 ORDER BY e.version ASC LIMIT ?4)"
+)
 # A stream's version is the top of its events in the (stream_id, version)
 # index (schema version 2 keeps no version column in streams).
 VERSION_OF = (
@@ -177,6 +191,44 @@ class SQLiteReads:
         except (orjson.JSONDecodeError, TypeError) as exc:
             raise CorruptSnapshot(f"snapshot of {stream!r} at version {version}: {exc}") from exc
         return Snapshot(stream, version, state, schema_version, from_micros(at))
+
+    async def read_replay(
+        self,
+        stream: str,
+        schema_version: int,
+        to_version: int | None = None,
+        *,
+        limit: int | None = None,
+    ) -> tuple[Snapshot | None, list[tuple[int, str, int, Any]]]:
+        """The newest snapshot and the events after it, in one statement (see EventStore).
+
+        Raises:
+            CorruptSnapshot: the snapshot's state is not valid JSON.
+        """
+        validate_stream(stream)
+        top = _NO_TOP if to_version is None else to_version
+        if limit is not None and limit <= 0:
+            return await self.load_snapshot(stream, to_version), []
+        rows = await self._fetch(
+            _READ_REPLAY, (stream, top, schema_version, -1 if limit is None else limit)
+        )
+        snapshot = None
+        # The snapshot's row is the one without a type (events always have
+        # one); SQLite returns it first (UNION ALL runs its arms in order),
+        # and the scan is there in case a future planner does not.
+        at_row = 0 if rows and rows[0][1] is None else None
+        if at_row is None:
+            at_row = next((i for i, row in enumerate(rows) if row[1] is None), None)
+        if at_row is not None:
+            version, _, snap_schema, raw, at = rows.pop(at_row)
+            try:
+                state = orjson.loads(raw)
+            except (orjson.JSONDecodeError, TypeError) as exc:
+                raise CorruptSnapshot(
+                    f"snapshot of {stream!r} at version {version}: {exc}"
+                ) from exc
+            snapshot = Snapshot(stream, version, state, snap_schema, from_micros(at))
+        return snapshot, decode_payload_rows(row[:4] for row in rows)
 
     async def get_checkpoint(self, name: str) -> int:
         """A consumer's checkpoint (0 when new)."""

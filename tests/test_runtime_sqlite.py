@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,6 +55,33 @@ async def test_snapshot_and_state_survive_restart(tmp_path: Path) -> None:
         assert snap.version == 9
     async with Runtime(aggregates=[SnapSeq], path=db) as rt:
         assert (await rt.ask(seq, Dump())).value == before == {"items": list(range(10)), "blobs": 0}
+
+
+async def test_activation_from_a_snapshot_is_one_read(tmp_path: Path) -> None:
+    """Activating from a snapshot plus its tail costs ONE query on SQLite (snapshot and events
+    together), and the state equals the one before."""
+    db = tmp_path / "events.db"
+    seq = Address("SnapSeq", "s")
+    async with Runtime(aggregates=[SnapSeq], path=db) as rt:
+        for n in range(11):
+            await rt.ask(seq, Append(n=n))
+        before = (await rt.ask(seq, Dump())).value
+    store = SQLiteStore(db)
+    queries: list[str] = []
+    fetch = store._fetch
+
+    async def counted(sql: str, params: Sequence[Any]) -> list[Any]:
+        queries.append(sql)
+        return await fetch(sql, params)
+
+    store._fetch = counted  # type: ignore[method-assign]
+    async with Runtime(aggregates=[SnapSeq], store=store) as rt:
+        queries.clear()
+        assert (await rt.ask(seq, Dump())).value == before
+        assert rt.statistics().activations == 1
+    assert len(queries) == 1, queries
+    assert "snapshots" in queries[0]
+    assert "events" in queries[0]
 
 
 def _child(*args: str) -> subprocess.Popen[str]:

@@ -275,6 +275,8 @@ async def test_corrupt_snapshot_raises_corrupt_snapshot(tmp_path: Path) -> None:
             conn.execute("UPDATE snapshots SET state = x'7b7b00'")
         with pytest.raises(CorruptSnapshot):
             await store.load_snapshot("Acc-1")
+        with pytest.raises(CorruptSnapshot):
+            await store.read_replay("Acc-1", 1)
 
 
 # -- consumers, locks, lifecycle ----------------------------------------------

@@ -83,6 +83,77 @@ async def test_missing_snapshot_is_none(store: EventStore) -> None:
     assert await store.load_snapshot("Account-2") is None
 
 
+async def _ten_events_and_snapshots(store: EventStore, *snapshots: tuple[int, int]) -> str:
+    """``Account-1`` with events 1..10 and snapshots at ``(version, schema_version)``."""
+    await store.append("Account-1", [ev(n=n) for n in range(1, 11)], 0)
+    for version, schema in snapshots:
+        await store.save_snapshot("Account-1", version, {"v": version}, schema_version=schema)
+    return "Account-1"
+
+
+async def test_read_replay_without_snapshot_reads_from_the_start(store: EventStore) -> None:
+    """No snapshot: None and the payloads read_stream_payloads gives from version 1."""
+    stream = await _ten_events_and_snapshots(store)
+    snapshot, payloads = await store.read_replay(stream, 1)
+    assert snapshot is None
+    assert payloads == await store.read_stream_payloads(stream)
+    assert [p[0] for p in payloads] == list(range(1, 11))
+
+
+async def test_read_replay_starts_after_a_usable_snapshot(store: EventStore) -> None:
+    """The newest snapshot of the caller's schema version, then the events after it."""
+    stream = await _ten_events_and_snapshots(store, (3, 1), (6, 1))
+    snapshot, payloads = await store.read_replay(stream, 1)
+    assert snapshot is not None
+    assert (snapshot.version, snapshot.state, snapshot.schema_version) == (6, {"v": 6}, 1)
+    assert payloads == await store.read_stream_payloads(stream, 7)
+    assert payloads[0][1:] == ("Test.Happened", 1, {"n": 7})
+
+
+async def test_read_replay_reads_everything_past_a_snapshot_of_another_schema(
+    store: EventStore,
+) -> None:
+    """The newest snapshot comes back even when its schema differs; the events then start at 1."""
+    stream = await _ten_events_and_snapshots(store, (3, 1), (6, 2))
+    snapshot, payloads = await store.read_replay(stream, 1)
+    assert snapshot is not None
+    assert (snapshot.version, snapshot.schema_version) == (6, 2)
+    assert [p[0] for p in payloads] == list(range(1, 11))
+
+
+@pytest.mark.parametrize(
+    ("to_version", "limit", "snap_at", "versions"),
+    [
+        (5, None, 3, [4, 5]),
+        (None, 2, 6, [7, 8]),
+        (2, None, None, [1, 2]),
+        (6, 3, 6, []),
+        (None, 0, 6, []),
+    ],
+)
+async def test_read_replay_bounded_and_limited(
+    store: EventStore,
+    to_version: int | None,
+    limit: int | None,
+    snap_at: int | None,
+    versions: list[int],
+) -> None:
+    """to_version bounds the snapshot and the events; limit caps the events after it."""
+    stream = await _ten_events_and_snapshots(store, (3, 1), (6, 1))
+    snapshot, payloads = await store.read_replay(stream, 1, to_version, limit=limit)
+    assert (snapshot and snapshot.version) == snap_at
+    assert [p[0] for p in payloads] == versions
+
+
+async def test_read_replay_of_a_missing_stream(store: EventStore) -> None:
+    """A stream with no events: its snapshot if any, and no events."""
+    await store.save_snapshot("Account-2", 4, {"v": 4})
+    assert await store.read_replay("Account-9", 1) == (None, [])
+    snapshot, payloads = await store.read_replay("Account-2", 1)
+    assert snapshot is not None
+    assert (snapshot.version, payloads) == (4, [])
+
+
 async def test_unencodable_snapshot_raises_and_saves_nothing(store: EventStore) -> None:
     """A state orjson cannot encode raises SerializationError and keeps the old snapshot."""
     await store.save_snapshot("Account-1", 1, {"ok": 1})
