@@ -217,11 +217,14 @@ async def test_many_subscribers_under_concurrent_group_commits(tmp_path: Path) -
         EventBus(store, buffer_size=20, page_size=30) as bus,
     ):
         results: dict[int, list[int]] = {}
+        writers_done = anyio.Event()
 
         async def consume(index: int, ready: anyio.Event, until: int) -> None:
             got: list[int] = []
             async with bus.subscribe() as sub:
                 ready.set()
+                if index == 3:  # the slowest reads nothing until every write is in: it overflows
+                    await writers_done.wait()
                 async for page in sub:
                     got.extend(e.position for e in page.events)
                     for _ in range(index * 3):  # slower subscribers fall behind
@@ -243,6 +246,7 @@ async def test_many_subscribers_under_concurrent_group_commits(tmp_path: Path) -
                             writers.start_soon(
                                 store.append, f"W-{w}", [NewEvent("T.A", {})] * 3, ANY
                             )
+                writers_done.set()
         assert bus.statistics().overflows >= 1
     assert all(got == list(range(1, total + 1)) for got in results.values())
     assert len(results) == 4
