@@ -17,9 +17,10 @@ from orjson import loads
 
 from stores._base import DEFAULT_PAGE_SIZE
 from stores._codec import validate_stream
+from stores._errors import CorruptSnapshot
 from stores._postgres_batch import command_from_row, event_from_row
 from stores._postgres_sql import Statements, check_text
-from stores._types import CommandRecord, RecordedEvent
+from stores._types import CommandRecord, RecordedEvent, Snapshot
 
 if TYPE_CHECKING:
     import asyncpg
@@ -86,6 +87,40 @@ class PostgresReads:
         rows = await self._call("fetch", self._sql.read_payloads, stream, from_version, top, count)
         # An asyncpg Record unpacks like a tuple, in the statement's column order.
         return [(version, type_, sv, loads(data)) for version, type_, sv, data in rows]
+
+    async def read_replay(
+        self,
+        stream: str,
+        schema_version: int,
+        to_version: int | None = None,
+        *,
+        limit: int | None = None,
+    ) -> tuple[Snapshot | None, list[tuple[int, str, int, Any]]]:
+        """The newest snapshot and the events after it, in one statement (see EventStore).
+
+        Raises:
+            CorruptSnapshot: the snapshot's state cannot be decoded.
+        """
+        self._check_open()
+        validate_stream(stream)
+        top = _NO_TOP if to_version is None else to_version
+        count = None if limit is None else max(limit, 0)  # LIMIT NULL: no limit
+        rows = list(
+            await self._call("fetch", self._sql.read_replay, stream, top, schema_version, count)
+        )
+        snapshot = None
+        # The snapshot's row is the one without a type (events always have one).
+        at_row = next((i for i, row in enumerate(rows) if row[1] is None), None)
+        if at_row is not None:
+            version, _, snap_schema, raw, at = rows.pop(at_row)
+            try:
+                state = loads(raw)
+            except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+                raise CorruptSnapshot(
+                    f"snapshot of {stream!r} at version {version}: {exc}"
+                ) from exc
+            snapshot = Snapshot(stream, version, state, snap_schema, at)
+        return snapshot, [(v, type_, sv, loads(data)) for v, type_, sv, data, _ in rows]
 
     async def read_all(
         self,

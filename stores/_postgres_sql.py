@@ -166,6 +166,7 @@ class Statements:
     read_stream_fwd: str
     read_stream_back: str
     read_payloads: str
+    read_replay: str
     read_all: str
     head: str
     stream_version: str
@@ -233,6 +234,19 @@ class Statements:
             read_payloads=(
                 f"SELECT version, type, schema_version, data FROM {s}.events"
                 f" WHERE stream = $1 AND version >= $2 AND version <= $3 ORDER BY version LIMIT $4"
+            ),
+            # read_replay in one statement: the newest snapshot at or below $2
+            # (its row has a NULL type), then the events after it when its
+            # schema version is $3, else from version 1; $4 limits the events.
+            read_replay=(
+                f"WITH snap AS (SELECT version, state, schema_version, recorded_at"
+                f" FROM {s}.snapshots WHERE stream = $1 AND version <= $2"
+                f" ORDER BY version DESC LIMIT 1)"
+                f" SELECT version, NULL::text, schema_version, state, recorded_at FROM snap"
+                f" UNION ALL (SELECT version, type, schema_version, data, NULL::timestamptz"
+                f" FROM {s}.events WHERE stream = $1 AND version <= $2 AND version >"
+                f" coalesce((SELECT version FROM snap WHERE schema_version = $3), 0)"
+                f" ORDER BY version LIMIT $4)"
             ),
             read_all=(
                 f"SELECT {cols} FROM {s}.events WHERE position > $1"

@@ -251,6 +251,8 @@ async def test_corrupt_snapshot_raises_corrupt_snapshot(pg_store: PostgresStore)
     await admin(f'UPDATE "{pg_store.schema}".snapshots SET state = $1', b"\xff{")
     with pytest.raises(CorruptSnapshot):
         await pg_store.load_snapshot("Acc-1")
+    with pytest.raises(CorruptSnapshot):
+        await pg_store.read_replay("Acc-1", 1)
 
 
 # -- schema and lifecycle --------------------------------------------------------------
