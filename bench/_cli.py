@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib.util
 import os
 import shutil
 import sys
@@ -15,6 +17,7 @@ import anyio
 
 from bench._context import DEFAULT_DSN, Context
 from bench._env import describe, postgres_settings
+from bench._measure import WorkloadResult
 from bench._progress import make_progress
 from bench._report import print_table, write_json
 from bench._run import run_all
@@ -48,6 +51,13 @@ def parser() -> argparse.ArgumentParser:
         choices=("auto", "thread", "process"),
         default="auto",
         help="SQLiteStore(writer=...) for SQLite stores (default: auto, the store's default)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop to run on: the standard library's (default) or uvloop "
+        "(pip install uvloop; in the bench extra)",
     )
     p.add_argument(
         "--dsn",
@@ -135,12 +145,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parent = args.dir or PROJECT_ROOT
     if not parent.is_dir():
         p.error(f"--dir {parent} is not a directory")
+    if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        p.error("--loop uvloop needs uvloop: pip install uvloop (it is in the bench extra)")
+    backend_options = {"use_uvloop": args.loop == "uvloop"}
     workdir = Path(tempfile.mkdtemp(prefix=".bench-", dir=parent))
     try:
         with _library_logs_to_stderr(), make_progress(args.quiet) as progress:
-            ctx = Context(mode, args.store, args.dsn, workdir, progress, args.sqlite_writer)
-            results = anyio.run(run_all, ctx, chosen, repeat, backend="asyncio")
+            ctx = Context(
+                mode, args.store, args.dsn, workdir, progress, args.sqlite_writer, args.loop
+            )
+            loop_class: list[str] = []
+
+            async def run() -> list[WorkloadResult]:
+                loop = type(asyncio.get_running_loop())
+                loop_class.append(f"{loop.__module__}.{loop.__qualname__}")
+                return await run_all(ctx, chosen, repeat)
+
+            results = anyio.run(run, backend="asyncio", backend_options=backend_options)
         meta = describe(ctx, repeat)
+        meta["event_loop_class"] = loop_class[0]
         if args.store == "postgres":
             try:
                 meta["postgres"] = anyio.run(postgres_settings, args.dsn, backend="asyncio")
@@ -153,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         title=f"actorsourcing bench ({mode}, {repeat} run(s) each, "
         f"store={args.store}"
         + (f", sqlite_writer={args.sqlite_writer}" if args.sqlite_writer != "auto" else "")
+        + (f", loop={args.loop}" if args.loop != "asyncio" else "")
         + f", {meta['date']})",
     )
     for r in results:

@@ -33,6 +33,8 @@ class Context:
         progress: Where long steps report progress.
         sqlite_writer: ``SQLiteStore(writer=...)`` for every SQLite store:
             ``"auto"`` (the store's default), ``"thread"`` or ``"process"``.
+        loop: The asyncio event loop the harness runs on: ``"asyncio"`` (the
+            standard library's) or ``"uvloop"``.
     """
 
     mode: str
@@ -41,6 +43,7 @@ class Context:
     workdir: Path
     progress: Progress
     sqlite_writer: str = "auto"
+    loop: str = "asyncio"
 
     def sizes(self, table: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """The sizes of the current mode from a ``{mode: sizes}`` table."""

@@ -16,7 +16,7 @@ from bench._context import Context, durability_label
 
 __all__ = ["describe", "postgres_settings"]
 
-_PACKAGES = ("actorsourcing", "aiosqlite", "orjson", "anyio", "asyncpg", "eventsourcing")
+_PACKAGES = ("actorsourcing", "aiosqlite", "orjson", "anyio", "asyncpg", "eventsourcing", "uvloop")
 
 
 def _version(name: str) -> str | None:
@@ -50,6 +50,7 @@ def describe(ctx: Context, repeat: int) -> dict[str, Any]:
         "repeat": repeat,
         "store": ctx.store,
         "sqlite_writer": ctx.sqlite_writer,
+        "event_loop": ctx.loop,
         "durability": durability_label(ctx.store),
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),

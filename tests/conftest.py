@@ -4,8 +4,10 @@ the ``store`` fixture that runs the store conformance suite on every backend."""
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,9 +18,12 @@ BACKENDS = ["memory", "sqlite", "sqlite-process", "postgres"]
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    """Run every async test on asyncio (aiosqlite and asyncpg are asyncio-only)."""
-    return "asyncio"
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    """Run every async test on asyncio (aiosqlite and asyncpg are asyncio-only).
+
+    ``ACTORSOURCING_TEST_LOOP=uvloop`` runs them on uvloop's event loop instead.
+    """
+    return "asyncio", {"use_uvloop": os.environ.get("ACTORSOURCING_TEST_LOOP") == "uvloop"}
 
 
 async def open_backend(name: str, tmp_path: Path, **options: object) -> EventStore:

@@ -187,6 +187,7 @@ def test_smoke_run_exits_zero_and_cleans_its_scratch_dir(smoke_run: dict[str, An
 def test_json_records_the_run_settings(smoke_run: dict[str, Any]) -> None:
     """The JSON names durability, versions, CPU count, date, mode and repeats."""
     meta = smoke_run["doc"]["meta"]
+    assert meta["event_loop_class"] == "asyncio.unix_events._UnixSelectorEventLoop"
     for key in ("durability", "python", "sqlite", "cpu_count", "date", "mode", "repeat"):
         assert meta[key], key
     assert meta["mode"] == "smoke"
@@ -488,6 +489,17 @@ def test_plain_table_lists_every_workload(smoke_run: dict[str, Any]) -> None:
     assert lines[0].split()[:3] == ["workload", "case", "median"]
     for name in (*SUITE, "floor", "eventsourcing"):
         assert any(line.startswith(name) for line in lines[1:]), name
+
+
+def test_loop_option_runs_the_harness_on_uvloop(tmp_path: Path) -> None:
+    """--loop uvloop runs the workloads on uvloop's loop, and the metadata says which ran."""
+    pytest.importorskip("uvloop")
+    out = tmp_path / "u.json"
+    argv = ["--smoke", "--quiet", "--loop", "uvloop", "--dir", str(tmp_path), "--json", str(out)]
+    assert main([*argv, "write"]) == 0
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["event_loop"] == "uvloop"
+    assert meta["event_loop_class"].startswith("uvloop")
 
 
 def test_memory_store_runs_the_store_workloads(tmp_path: Path) -> None:
