@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-from stores._errors import InvalidStreamName, PayloadTooLarge, SerializationError
-from stores._types import ANY, NewEvent
+from stores._errors import CorruptSnapshot, InvalidStreamName, PayloadTooLarge, SerializationError
+from stores._types import ANY, NewEvent, Snapshot
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -213,3 +214,40 @@ def encode_events(events: Sequence[NewEvent], max_event_bytes: int) -> list[Enco
 def decode(raw: bytes | str) -> Any:
     """Decode a JSON payload."""
     return orjson.loads(raw)
+
+
+def decode_snapshot(
+    stream: str, version: int, raw: bytes, schema_version: int, recorded_at: datetime
+) -> Snapshot:
+    """A stored snapshot as a :class:`Snapshot`, its state decoded.
+
+    Raises:
+        CorruptSnapshot: the stored state is not valid JSON.
+    """
+    try:
+        state = orjson.loads(raw)
+    except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise CorruptSnapshot(f"snapshot of {stream!r} at version {version}: {exc}") from exc
+    return Snapshot(stream, version, state, schema_version, recorded_at)
+
+
+def split_replay_rows(
+    stream: str, rows: list[Any], recorded_at: Callable[[Any], datetime]
+) -> tuple[Snapshot | None, list[tuple[int, str, int, Any]]]:
+    """Decode the rows of a backend's one-statement ``read_replay``.
+
+    Each row is ``(version, type, schema_version, data or state, recorded_at)``:
+    the snapshot's row (at most one) is the one without a type, as events
+    always have one; ``recorded_at`` turns its stored time into a datetime.
+
+    Raises:
+        CorruptSnapshot: the snapshot's state is not valid JSON.
+    """
+    snapshot = None
+    # The statements put the snapshot's row first; the scan does not rely on it.
+    at_row = next((i for i, row in enumerate(rows) if row[1] is None), None)
+    if at_row is not None:
+        version, _, schema_version, raw, at = rows.pop(at_row)
+        snapshot = decode_snapshot(stream, version, raw, schema_version, recorded_at(at))
+    loads = orjson.loads
+    return snapshot, [(v, type_, sv, loads(data)) for v, type_, sv, data, _ in rows]

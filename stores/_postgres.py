@@ -43,12 +43,12 @@ from stores._base import ConsumerTransaction, EventStore
 from stores._codec import (
     DEFAULT_MAX_EVENT_BYTES,
     check_append_args,
-    decode,
+    decode_snapshot,
     encode_events,
     encode_value,
     validate_stream,
 )
-from stores._errors import CorruptSnapshot, StoreClosed, StoreUnavailable
+from stores._errors import StoreClosed, StoreUnavailable
 from stores._gc import DEFAULT_GC_THRESHOLD, check_gc_threshold, hold_gc_threshold
 from stores._postgres_batch import Pending, Plan
 from stores._postgres_consumer import consumer_transaction
@@ -394,11 +394,7 @@ class PostgresStore(PostgresReads, EventStore):
         row = await self._call("fetchrow", self._sql.load_snapshot, stream, max_version)
         if row is None:
             return None
-        try:
-            state = decode(row[2])
-        except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
-            raise CorruptSnapshot(f"snapshot of {stream!r} at version {row[1]}: {exc}") from exc
-        return Snapshot(row[0], row[1], state, row[3], row[4])
+        return decode_snapshot(row[0], row[1], row[2], row[3], row[4])
 
     # -- consumers ---------------------------------------------------------
 

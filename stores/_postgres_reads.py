@@ -9,6 +9,7 @@ depends on; the mixin only declares it for the type checker.
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 # orjson.loads itself, not the codec's one-line ``decode`` wrapper: it runs
@@ -16,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orjson import loads
 
 from stores._base import DEFAULT_PAGE_SIZE
-from stores._codec import validate_stream
-from stores._errors import CorruptSnapshot
+from stores._codec import split_replay_rows, validate_stream
 from stores._postgres_batch import command_from_row, event_from_row
 from stores._postgres_sql import Statements, check_text
 from stores._types import CommandRecord, RecordedEvent, Snapshot
@@ -31,6 +31,10 @@ __all__ = ["PostgresReads"]
 
 _NO_TOP = 2**62
 """The upper version bound when a read has none (versions are bigint)."""
+
+
+def _as_is(at: datetime) -> datetime:
+    return at  # asyncpg returns timestamptz as an aware datetime
 
 
 class PostgresReads:
@@ -108,19 +112,7 @@ class PostgresReads:
         rows = list(
             await self._call("fetch", self._sql.read_replay, stream, top, schema_version, count)
         )
-        snapshot = None
-        # The snapshot's row is the one without a type (events always have one).
-        at_row = next((i for i, row in enumerate(rows) if row[1] is None), None)
-        if at_row is not None:
-            version, _, snap_schema, raw, at = rows.pop(at_row)
-            try:
-                state = loads(raw)
-            except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
-                raise CorruptSnapshot(
-                    f"snapshot of {stream!r} at version {version}: {exc}"
-                ) from exc
-            snapshot = Snapshot(stream, version, state, snap_schema, at)
-        return snapshot, [(v, type_, sv, loads(data)) for v, type_, sv, data, _ in rows]
+        return split_replay_rows(stream, rows, _as_is)
 
     async def read_all(
         self,

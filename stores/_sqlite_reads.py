@@ -10,8 +10,8 @@ import aiosqlite
 import orjson
 
 from stores._base import DEFAULT_PAGE_SIZE
-from stores._codec import validate_stream
-from stores._errors import CorruptSnapshot, SerializationError, StoreUnavailable
+from stores._codec import decode_snapshot, split_replay_rows, validate_stream
+from stores._errors import SerializationError, StoreUnavailable
 from stores._sqlite_batch import command_record
 from stores._sqlite_consumer import CHECKPOINT_SQL
 from stores._sqlite_rows import decode_payload_rows, decode_rows, from_micros
@@ -186,11 +186,7 @@ class SQLiteReads:
         if not rows:
             return None
         version, raw, schema_version, at = rows[0]
-        try:
-            state = orjson.loads(raw)
-        except (orjson.JSONDecodeError, TypeError) as exc:
-            raise CorruptSnapshot(f"snapshot of {stream!r} at version {version}: {exc}") from exc
-        return Snapshot(stream, version, state, schema_version, from_micros(at))
+        return decode_snapshot(stream, version, raw, schema_version, from_micros(at))
 
     async def read_replay(
         self,
@@ -212,23 +208,7 @@ class SQLiteReads:
         rows = await self._fetch(
             _READ_REPLAY, (stream, top, schema_version, -1 if limit is None else limit)
         )
-        snapshot = None
-        # The snapshot's row is the one without a type (events always have
-        # one); SQLite returns it first (UNION ALL runs its arms in order),
-        # and the scan is there in case a future planner does not.
-        at_row = 0 if rows and rows[0][1] is None else None
-        if at_row is None:
-            at_row = next((i for i, row in enumerate(rows) if row[1] is None), None)
-        if at_row is not None:
-            version, _, snap_schema, raw, at = rows.pop(at_row)
-            try:
-                state = orjson.loads(raw)
-            except (orjson.JSONDecodeError, TypeError) as exc:
-                raise CorruptSnapshot(
-                    f"snapshot of {stream!r} at version {version}: {exc}"
-                ) from exc
-            snapshot = Snapshot(stream, version, state, snap_schema, from_micros(at))
-        return snapshot, decode_payload_rows(row[:4] for row in rows)
+        return split_replay_rows(stream, rows, from_micros)
 
     async def get_checkpoint(self, name: str) -> int:
         """A consumer's checkpoint (0 when new)."""
