@@ -127,9 +127,11 @@ async def _one_runtime(
                 samples += await deposits(rt, targets, total, concurrency, ctx, gc_untouched)
             await check_balances(rt, targets, AMOUNT * sum(t for _c, t in levels))
             stats = repr(rt.statistics())
-            pragmas = await _rawsqlite.store_pragmas(store) if path is not None else {}
-        if path is not None and any(c == 1 for c, _t in levels):
+            single = path is not None and any(c == 1 for c, _t in levels)
+            pragmas = await _rawsqlite.store_pragmas(store) if single else {}
+        if single:
             # A single caller's latency, beside one-row commits through a worker thread.
+            assert path is not None
             floor = await commit_floor(path, pragmas, sizes["commits"], ctx.workdir)
             samples = [
                 replace(s, ref=floor, ref_kind="floor") if s.case.startswith("c=1 ask p50") else s
