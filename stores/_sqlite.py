@@ -81,13 +81,15 @@ class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
             (POSIX), which runs in parallel with the event loop instead of
             taking turns with it for the GIL (see ``_sqlite_writer_process``):
             more appends/s under many concurrent appenders, a pipe round
-            trip more per batch; if it dies, appends fail with
-            ``StoreUnavailable`` until the store is reopened. ``"auto"``
-            (default on POSIX): the thread, plus a writer process started
-            the first time a batch of 64 appends or more comes (heavy load),
-            which then takes such batches while small ones stay on the
-            thread; if it cannot start or dies, the thread takes everything
-            again (a batch it was writing fails with ``StoreUnavailable``).
+            trip more per batch. ``"auto"`` (default on POSIX): the thread,
+            plus a writer process started the first time a batch of 64
+            appends or more comes (heavy load), which then takes such
+            batches while small ones stay on the thread. If the process
+            dies, the batch it was writing fails with ``StoreUnavailable``
+            (its outcome is unknown), the thread takes every batch, and a
+            new process follows after a back-off (1 s, doubling up to 60 s
+            while they keep dying or failing to start): ``"process"``
+            starts it then, ``"auto"`` at the first large batch after it.
         gc_threshold: Process-wide: while the store is open, the cyclic GC's
             generation-0 threshold is at least this (Python's default: 700),
             so appends in flight die young instead of being promoted and
@@ -136,6 +138,10 @@ class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
         self._gc_threshold = gc_threshold
         self._process: WriterProcess | None = None
         self._spawning = False  # writer="auto": a writer process was asked for
+        self._deaths = 0  # writer processes that died (or failed to start) in a row
+        self._restart_at = 0.0  # no replacement before this time.monotonic()
+        self._started_at = 0.0  # when the running writer process started
+        self._restart_scope: anyio.CancelScope | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._writer: GroupCommitWriter | None = None
         self._state = "new"  # new -> open -> closing -> closed
@@ -227,6 +233,7 @@ class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
             self._state = "closed" if self._state == "new" else self._state
             return
         self._state = "closing"
+        self._cancel_restart()
         if self._writer is not None:
             self._writer.close()
         try:

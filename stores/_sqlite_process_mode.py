@@ -2,14 +2,17 @@
 
 The process itself (spawning it, the pipe protocol) is
 ``_sqlite_writer_process``; this mixin decides when there is one: at open
-with ``writer="process"``, at the first large batch with ``writer="auto"``,
-and what happens when it dies (``auto``: the writer thread takes everything
-again; ``process``: appends fail until the store is reopened).
+with ``writer="process"``, at the first large batch with ``writer="auto"``.
+When it dies, the writer thread takes every batch at once (the batch the
+process had fails: its outcome is unknown), and a new process comes after a
+back-off (1 s, doubling up to 60 s while they keep dying): ``process``
+starts it then, ``auto`` at the first large batch after it.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +30,11 @@ __all__ = ["WriterProcessMode"]
 _log = structlog.get_logger("stores")
 
 _PROCESS_START_TIMEOUT = 30.0  # seconds for the writer process to start and open the file
+RESTART_FIRST = 1.0
+"""Seconds from a writer process's death to its replacement; doubled per death in a row."""
+RESTART_MAX = 60.0
+"""The longest wait before a replacement."""
+_STEADY = 60.0  # a process that lived this long resets the back-off
 
 
 class WriterProcessMode:
@@ -45,27 +53,45 @@ class WriterProcessMode:
     _writer: GroupCommitWriter | None
     _process: WriterProcess | None
     _spawning: bool
+    # Set by the store's __init__: deaths in a row, when a replacement may
+    # start (time.monotonic()), when the running process started, and the
+    # scope of a pending replacement (cancelled when the store closes).
+    _deaths: int
+    _restart_at: float
+    _started_at: float
+    _restart_scope: anyio.CancelScope | None
 
     if TYPE_CHECKING:
 
         def _check_open(self) -> None: ...
 
     def _want_process(self) -> None:
-        """A large batch came (writer="auto"): start the writer process, once."""
+        """A large batch came (writer="auto"): start the writer process, unless it
+        runs, is starting, or died less than its back-off ago."""
         if self._spawning or self._state != "open" or self._tg is None:
+            return
+        if time.monotonic() < self._restart_at:
             return
         self._spawning = True
         if getattr(sys, "frozen", False) or not sys.executable:
             # A frozen application's executable is the application, not a
             # Python that runs ``-c``: never start a copy of it.
             return
-        self._tg.start_soon(self._start_process, False)
+        self._tg.start_soon(self._start_auto)
 
-    async def _start_process(self, strict: bool) -> None:
+    async def _start_auto(self) -> None:
+        if not await self._start_process(strict=False):
+            self._next_delay()  # try again at a large batch after the back-off
+            self._spawning = False
+
+    async def _start_process(self, strict: bool) -> bool:
         """Start the writer process and route batches to it (all, or the large ones).
 
+        Returns:
+            Whether it started.
+
         Raises:
-            StoreUnavailable: it did not start and ``strict`` (writer="process").
+            StoreUnavailable: it did not start and ``strict`` (writer="process", at open).
         """
         process = WriterProcess(on_gone=self._process_gone)
         self._process = process
@@ -86,25 +112,64 @@ class WriterProcessMode:
                 path=str(self._path),
                 error=repr(exc),
             )
-            return
+            return False
+        self._started_at = time.monotonic()
         if self._writer is not None:
-            self._writer.use_process(process.run_batch, 0 if strict else LARGE_BATCH)
+            every = self._writer_mode == "process"
+            self._writer.use_process(process.run_batch, 0 if every else LARGE_BATCH)
+        return True
 
     def _process_gone(self, why: str) -> None:
-        """The writer process died (not closed by us)."""
-        if self._writer_mode == "auto" and self._writer is not None:
+        """The writer process died (not closed by us): the thread takes over, and a
+        replacement follows after the back-off."""
+        if self._writer is not None:
             self._writer.use_process(None)  # the thread takes everything again
-            _log.warning(
-                "SQLite writer process exited; the writer thread takes over",
-                path=str(self._path),
-                reason=why,
-            )
-        else:
-            _log.error(
-                "SQLite writer process exited; appends fail until the store is reopened",
-                path=str(self._path),
-                reason=why,
-            )
+        dead, self._process = self._process, None
+        if dead is not None and self._tg is not None:
+            self._tg.start_soon(self._reap, dead)
+        if time.monotonic() - self._started_at >= _STEADY:
+            self._deaths = 0  # it had been running fine: start the back-off afresh
+        delay = self._next_delay()
+        _log.warning(
+            "SQLite writer process exited; the writer thread takes over",
+            path=str(self._path),
+            reason=why,
+            restart_in=delay,
+        )
+        if self._writer_mode == "auto":
+            self._spawning = False  # the first large batch after the back-off starts one
+        elif self._state == "open" and self._tg is not None:
+            self._tg.start_soon(self._restart_later, delay)
+
+    async def _reap(self, dead: WriterProcess) -> None:
+        """Close a dead process's pipes and collect its exit status (no zombie left)."""
+        with anyio.CancelScope(shield=True):
+            await dead.aclose(self._busy_timeout + 5.0)
+
+    def _next_delay(self) -> float:
+        """Count one more death (or failed start) in a row; the back-off before the next try."""
+        self._deaths += 1
+        delay: float = min(RESTART_MAX, RESTART_FIRST * 2.0 ** (self._deaths - 1))
+        self._restart_at = time.monotonic() + delay
+        return delay
+
+    async def _restart_later(self, delay: float) -> None:
+        """writer="process": start a replacement after ``delay``, again until one starts."""
+        with anyio.CancelScope() as scope:
+            self._restart_scope = scope
+            try:
+                while self._state == "open":
+                    await anyio.sleep(delay)
+                    if self._state != "open" or await self._start_process(strict=False):
+                        return
+                    delay = self._next_delay()
+            finally:
+                self._restart_scope = None
+
+    def _cancel_restart(self) -> None:
+        """The store is closing: a pending replacement is not started."""
+        if self._restart_scope is not None:
+            self._restart_scope.cancel()
 
     async def _close_process(self) -> None:
         process, self._process = self._process, None

@@ -34,9 +34,9 @@ died: a batch being written is finished first, so an append is never half
 stored). It ignores SIGINT (a Ctrl-C reaches the whole process group): the
 parent decides when to stop. If the child dies, the appends of the batch it
 was writing fail with ``StoreUnavailable`` (committed or not: their outcome
-is unknown to this process, as after a lost database connection); then
-``writer="auto"`` goes back to the thread, while ``writer="process"`` fails
-every later append until the store is reopened.
+is unknown to this process, as after a lost database connection); then the
+store's writer thread takes every batch until a replacement process is up
+(``_sqlite_process_mode``).
 """
 
 from __future__ import annotations

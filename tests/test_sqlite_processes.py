@@ -172,25 +172,65 @@ async def test_two_processes_write_each_version_exactly_once(tmp_path: Path) -> 
         assert len(tags) == written
 
 
+@pytest.fixture
+def quick_restart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead writer process is replaced after 0.2 s (then 0.4, 0.8...) instead of 1 s."""
+    import stores._sqlite_process_mode as mode
+
+    monkeypatch.setattr(mode, "RESTART_FIRST", 0.2)
+
+
 @pytest.mark.anyio
-async def test_dead_writer_process_fails_appends_clearly_and_the_store_still_closes(
-    tmp_path: Path,
+async def test_dead_writer_process_is_replaced_and_the_thread_bridges_the_gap(
+    tmp_path: Path, quick_restart: None
 ) -> None:
-    """writer="process": once its process is killed, appends raise StoreUnavailable; rest works."""
+    """writer="process": once its process is killed, an append sent to it fails with
+    StoreUnavailable, the next ones commit on the thread, and a new process takes over."""
     async with SQLiteStore(tmp_path / "events.db", writer="process") as store:
         assert (await store.append("S-1", [NewEvent("T.A", {})], 0)).version == 1
-        assert store._process is not None
-        pid = store._process.pid
+        first = store._process
+        assert first is not None
+        pid = first.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         await wait_gone(pid)
-        with pytest.raises(StoreUnavailable, match="writer process"):
-            await store.append("S-1", [NewEvent("T.A", {})], 1)
-        await store.save_snapshot("S-1", 1, {})  # on the store's own connection
-        assert (await store.load_snapshot("S-1")) is not None
-        assert [e.version for e in await store.read_stream("S-1")] == [1]
+        version = 1
+        failed: list[StoreUnavailable] = []
+        try:  # it may still go to the dead process (death not yet noticed)
+            version = (await store.append("S-1", [NewEvent("T.A", {})], 1)).version
+        except StoreUnavailable as exc:
+            failed.append(exc)
+        assert all("writer process" in str(exc) for exc in failed)
+        await wait_until(lambda: not first.usable, 10)
+        # The thread takes the batches meanwhile: nothing fails.
+        version = (await store.append("S-1", [NewEvent("T.A", {})], version)).version
+        await store.save_snapshot("S-1", version, {})
+        await wait_until(lambda: store._process is not None and store._process.usable, 30)
+        second = store._process
+        assert second is not None
+        assert second.pid != pid
+        before = second.batches
+        version = (await store.append("S-1", [NewEvent("T.A", {})], version)).version
+        assert second.batches == before + 1  # every batch goes to the new process again
+        assert [e.version for e in await store.read_stream("S-1")] == list(range(1, version + 1))
     async with SQLiteStore(tmp_path / "events.db", writer="process") as store:
-        assert (await store.append("S-1", [NewEvent("T.A", {})], 1)).version == 2
+        assert (await store.append("S-1", [NewEvent("T.A", {})], version)).version == version + 1
+
+
+@pytest.mark.anyio
+async def test_closing_cancels_a_pending_replacement(tmp_path: Path) -> None:
+    """A store whose writer process died closes at once, not after the back-off (1 s)."""
+    async with SQLiteStore(tmp_path / "events.db", writer="process") as store:
+        process = store._process
+        assert process is not None
+        pid = process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: not process.usable, 10)
+        assert store._restart_scope is not None  # a replacement is waiting
+        started = anyio.current_time()
+    assert anyio.current_time() - started < 0.5
+    assert store._process is None
 
 
 @pytest.mark.anyio
@@ -214,10 +254,11 @@ async def burst(store: SQLiteStore, first: int, count: int) -> None:
 
 @pytest.mark.anyio
 async def test_auto_writer_starts_its_process_under_load_and_falls_back_when_it_dies(
-    tmp_path: Path,
+    tmp_path: Path, quick_restart: None
 ) -> None:
     """writer="auto": small batches stay on the thread; large ones start and then use the
-    process; when the process dies the thread takes everything again."""
+    process; when it dies the thread takes everything, until a large batch after the
+    back-off starts a new one."""
     async with SQLiteStore(tmp_path / "events.db") as store:  # "auto" is the default
         for n in range(20):
             await store.append(f"S-{n}", [NewEvent("T.A", {})], 0)
@@ -255,6 +296,11 @@ async def test_auto_writer_starts_its_process_under_load_and_falls_back_when_it_
         head = await store.head()
         assert head >= 20 + 1 + 600 + 300
         assert head <= 20 + 1 + 900 + 300
+        await anyio.sleep(0.25)  # past the back-off (0.2 s here)
+        await burst(store, 1200, 300)  # a large batch: a new process starts
+        await wait_until(lambda: store._process is not None and store._process.usable, 30)
+        assert store._process is not process
+        assert store._process.pid != pid
 
 
 class _Name(str):
