@@ -101,6 +101,8 @@ class WriterProcessMode:
                 await process.start(
                     self._path, self._busy_timeout, self._durability.name, self._cache_kib
                 )
+            if not process.usable:  # it died right after coming up
+                raise StoreUnavailable("the writer process exited as it started")
         except Exception as exc:
             self._process = None
             with anyio.CancelScope(shield=True):
@@ -122,6 +124,8 @@ class WriterProcessMode:
     def _process_gone(self, why: str) -> None:
         """The writer process died (not closed by us): the thread takes over, and a
         replacement follows after the back-off."""
+        if self._process is None or not self._process.started:
+            return  # it died while starting: _start_process reports that (and its caller retries)
         if self._writer is not None:
             self._writer.use_process(None)  # the thread takes everything again
         dead, self._process = self._process, None

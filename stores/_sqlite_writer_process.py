@@ -287,6 +287,11 @@ class WriterProcess:
         return self._ready and self._dead is None
 
     @property
+    def started(self) -> bool:
+        """It came up (initialised its connection), whether or not it is gone since."""
+        return self._ready
+
+    @property
     def pid(self) -> int | None:
         """The child's process id."""
         return self._proc.pid if self._proc is not None else None
