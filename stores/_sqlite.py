@@ -201,6 +201,10 @@ class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
                 await self._start_process(strict=True)
         except BaseException as exc:
             self._state = "closed"
+            # The writer task (if it started) must finish for its task group to exit.
+            self._cancel_restart()
+            if self._writer is not None:
+                self._writer.close()
             await stack.aclose()
             if isinstance(exc, sqlite3.Error):
                 raise StoreUnavailable(f"cannot open SQLite store {self._path}: {exc}") from exc

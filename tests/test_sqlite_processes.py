@@ -15,7 +15,7 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from stores import NewEvent, SQLiteStore, StoreUnavailable
+from stores import NewEvent, SQLiteStore, StoreClosed, StoreUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = [sys.executable, "-m", "tests.sqlite_child"]
@@ -231,6 +231,22 @@ async def test_closing_cancels_a_pending_replacement(tmp_path: Path) -> None:
         started = anyio.current_time()
     assert anyio.current_time() - started < 0.5
     assert store._process is None
+
+
+@pytest.mark.anyio
+async def test_open_fails_cleanly_when_the_writer_process_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """writer="process" whose child exits at once: open raises, and does not hang."""
+    import stores._sqlite_writer_process as writer_process
+
+    monkeypatch.setattr(writer_process, "_CHILD_MAIN", "import sys; sys.exit(3)")
+    store = SQLiteStore(tmp_path / "events.db", writer="process")
+    with anyio.fail_after(10), pytest.raises(StoreUnavailable, match="writer process"):
+        await store.open()
+    assert store._process is None
+    with pytest.raises(StoreClosed):
+        await store.head()
 
 
 @pytest.mark.anyio
