@@ -21,13 +21,26 @@ __all__ = [
     "encode_events",
     "encode_value",
     "new_event_id",
+    "MAX_INT64",
+    "MAX_SCHEMA_VERSION",
     "check_append_args",
+    "check_checkpoint",
+    "check_snapshot_args",
+    "check_text",
     "check_unicode",
     "validate_stream",
 ]
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 MAX_STREAM_NAME = 200
+
+MAX_INT64 = 2**63 - 1
+"""The largest version, position or expected version: SQLite's INTEGER and
+PostgreSQL's ``bigint`` are 64-bit. A larger value is refused in the caller's
+task (it would fail the driver's binding inside the writer's whole batch)."""
+MAX_SCHEMA_VERSION = 2**31 - 1
+"""The largest schema version: PostgreSQL stores it as ``integer``; every
+backend keeps the same bound."""
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _EMPTY_META = b"{}"
@@ -95,20 +108,69 @@ def check_unicode(value: str, what: str) -> str:
     return value
 
 
+def check_text(value: str, what: str) -> str:
+    """Return ``value`` if every backend can store it as a key, else raise.
+
+    No NUL (PostgreSQL ``text`` cannot hold it, and SQLite's JSON functions
+    stop at it) and no lone surrogates (UTF-8 cannot encode them).
+
+    Raises:
+        SerializationError: ``value`` holds a NUL or a lone surrogate.
+    """
+    if "\x00" in value:
+        raise SerializationError(f"{what} {value!r} holds a NUL character")
+    return check_unicode(value, what)
+
+
+def _check_count(value: object, what: str, low: int, high: int = MAX_INT64) -> None:
+    if type(value) is not int or not low <= value <= high:
+        raise TypeError(f"{what} must be an int from {low} to {high}, not {value!r}")
+
+
 def check_append_args(expected_version: object, command_id: object) -> None:
     """Validate ``append``'s ``expected_version`` and ``command_id`` arguments.
 
     Raises:
-        TypeError: ``expected_version`` is not an int >= 0 or ``ANY``, or
-            ``command_id`` is not a str or None.
-        SerializationError: ``command_id`` is not valid Unicode.
+        TypeError: ``expected_version`` is not an int from 0 to ``MAX_INT64``
+            or ``ANY``, or ``command_id`` is not a str or None.
+        SerializationError: ``command_id`` holds a NUL or is not valid Unicode.
     """
-    if expected_version is not ANY and (type(expected_version) is not int or expected_version < 0):
-        raise TypeError(f"expected_version must be an int >= 0 or ANY, not {expected_version!r}")
+    if expected_version is not ANY and (
+        type(expected_version) is not int or not 0 <= expected_version <= MAX_INT64
+    ):
+        raise TypeError(
+            f"expected_version must be an int from 0 to {MAX_INT64} or ANY,"
+            f" not {expected_version!r}"
+        )
     if command_id is not None:
         if not isinstance(command_id, str):
             raise TypeError(f"command_id must be a str or None, not {command_id!r}")
-        check_unicode(command_id, "command id")
+        check_text(command_id, "command id")
+
+
+def check_snapshot_args(version: object, schema_version: object) -> None:
+    """Validate ``save_snapshot``'s ``version`` and ``schema_version``.
+
+    Raises:
+        TypeError: ``version`` is not an int from 0 to ``MAX_INT64``, or
+            ``schema_version`` not one from 1 to ``MAX_SCHEMA_VERSION``.
+    """
+    _check_count(version, "snapshot version", 0)
+    _check_count(schema_version, "snapshot schema_version", 1, MAX_SCHEMA_VERSION)
+
+
+def check_checkpoint(name: object, position: object = 0) -> None:
+    """Validate a consumer's checkpoint ``name`` and ``position``.
+
+    Raises:
+        TypeError: ``name`` is not a non-empty str, or ``position`` not an
+            int from 0 to ``MAX_INT64``.
+        SerializationError: ``name`` holds a NUL or is not valid Unicode.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a consumer name must be a non-empty str, not {name!r}")
+    check_text(name, "consumer name")
+    _check_count(position, "checkpoint position", 0)
 
 
 def new_event_id() -> str:
@@ -195,10 +257,16 @@ def encode_events(events: Sequence[NewEvent], max_event_bytes: int) -> list[Enco
         if not isinstance(name, str) or not name:
             raise SerializationError(f"event type name must be a non-empty str, not {name!r}")
         schema_version = ev.schema_version
-        if type(schema_version) is not int or schema_version < 1:
+        if type(schema_version) is not int or not 1 <= schema_version <= MAX_SCHEMA_VERSION:
             raise SerializationError(
-                f"event {name!r}: schema_version must be an int >= 1, not {schema_version!r}"
+                f"event {name!r}: schema_version must be an int from 1 to"
+                f" {MAX_SCHEMA_VERSION}, not {schema_version!r}"
             )
+        event_id = ev.event_id
+        if not event_id:
+            event_id = new_event_id()
+        elif type(event_id) is not str:
+            raise SerializationError(f"event {name!r}: event_id must be a str, not {event_id!r}")
         try:
             data = dumps(ev.data, option=_OPTS)
         except TypeError:
@@ -207,7 +275,7 @@ def encode_events(events: Sequence[NewEvent], max_event_bytes: int) -> list[Enco
         size = len(data) + len(meta)
         if size > max_event_bytes:
             raise PayloadTooLarge(name, size, max_event_bytes)
-        out.append((name, data, meta, schema_version, ev.event_id or new_event_id()))
+        out.append((name, data, meta, schema_version, event_id))
     return out
 
 

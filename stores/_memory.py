@@ -16,6 +16,8 @@ from stores._base import DEFAULT_PAGE_SIZE, ConsumerTransaction, EventStore
 from stores._codec import (
     DEFAULT_MAX_EVENT_BYTES,
     check_append_args,
+    check_checkpoint,
+    check_snapshot_args,
     decode,
     encode_events,
     encode_value,
@@ -305,6 +307,7 @@ class MemoryStore(EventStore):
         await anyio.lowlevel.checkpoint()
         self._check_open()
         validate_stream(stream)
+        check_snapshot_args(version, schema_version)
         decoded = decode(encode_value(state, f"snapshot state of {stream!r}"))
         self._snapshots.setdefault(stream, {})[version] = Snapshot(
             stream, version, decoded, schema_version, datetime.now(UTC)
@@ -325,12 +328,14 @@ class MemoryStore(EventStore):
 
     async def get_checkpoint(self, name: str) -> int:
         """A consumer's checkpoint (0 when new)."""
+        check_checkpoint(name)
         await anyio.lowlevel.checkpoint()
         self._check_open()
         return self._checkpoints.get(name, 0)
 
     async def set_checkpoint(self, name: str, position: int) -> None:
         """Move a checkpoint forward; a position at or below it is ignored."""
+        check_checkpoint(name, position)
         await anyio.lowlevel.checkpoint()
         self._check_open()
         if position > self._checkpoints.get(name, 0):
@@ -338,6 +343,7 @@ class MemoryStore(EventStore):
 
     async def reset_checkpoint(self, name: str, position: int = 0) -> None:
         """Set a checkpoint to ``position``, backwards too."""
+        check_checkpoint(name, position)
         await anyio.lowlevel.checkpoint()
         self._check_open()
         self._checkpoints[name] = position
@@ -346,6 +352,7 @@ class MemoryStore(EventStore):
         self, name: str
     ) -> AbstractAsyncContextManager[ConsumerTransaction]:
         """Open a transaction over the consumer's dict and checkpoint (see the class doc)."""
+        check_checkpoint(name)
         return self._consumer_transaction(name)
 
     @asynccontextmanager

@@ -43,6 +43,9 @@ from stores._base import ConsumerTransaction, EventStore
 from stores._codec import (
     DEFAULT_MAX_EVENT_BYTES,
     check_append_args,
+    check_checkpoint,
+    check_snapshot_args,
+    check_text,
     decode_snapshot,
     encode_events,
     encode_value,
@@ -55,7 +58,7 @@ from stores._postgres_consumer import consumer_transaction
 from stores._postgres_errors import DRIVER_ERRORS, RETRYABLE
 from stores._postgres_listen import HeadWatcher
 from stores._postgres_reads import PostgresReads
-from stores._postgres_sql import Statements, check_text, migrate, quote_ident
+from stores._postgres_sql import Statements, migrate, quote_ident
 from stores._postgres_writer import BatchWriter
 from stores._types import (
     AppendResult,
@@ -316,8 +319,6 @@ class PostgresStore(PostgresReads, EventStore):
             self._check_open()
             validate_stream(stream)
             check_append_args(expected_version, command_id)
-            if command_id is not None:
-                check_text(command_id, "command id")
             row = await self._call("fetchrow", self._empty_append_sql(), stream)
             return AppendResult(stream, row[0], range(row[1] + 1, row[1] + 1))
         return await self.start_append(
@@ -340,9 +341,7 @@ class PostgresStore(PostgresReads, EventStore):
         """
         self._check_open()
         validate_stream(stream)
-        check_append_args(expected_version, command_id)
-        if command_id is not None:
-            check_text(command_id, "command id")  # PostgreSQL text: no NUL either
+        check_append_args(expected_version, command_id)  # no NUL: PostgreSQL text cannot hold it
         if not events:
             return asyncio.ensure_future(
                 self.append(stream, events, expected_version, command_id=command_id)
@@ -380,6 +379,7 @@ class PostgresStore(PostgresReads, EventStore):
         """
         self._check_open()
         validate_stream(stream)
+        check_snapshot_args(version, schema_version)
         data = encode_value(state, f"snapshot state of {stream!r}")
         await self._call("execute", self._sql.save_snapshot, stream, version, data, schema_version)
 
@@ -400,17 +400,17 @@ class PostgresStore(PostgresReads, EventStore):
 
     async def get_checkpoint(self, name: str) -> int:
         """A consumer's checkpoint (0 when new)."""
-        check_text(name, "consumer name")
+        check_checkpoint(name)
         return int(await self._call("fetchval", self._sql.get_checkpoint, name) or 0)
 
     async def set_checkpoint(self, name: str, position: int) -> None:
         """Move a checkpoint forward; a position at or below it is ignored."""
-        check_text(name, "consumer name")
+        check_checkpoint(name, position)
         await self._call("execute", self._sql.set_checkpoint, name, position)
 
     async def reset_checkpoint(self, name: str, position: int = 0) -> None:
         """Set a checkpoint to ``position``, backwards too."""
-        check_text(name, "consumer name")
+        check_checkpoint(name, position)
         await self._call("execute", self._sql.reset_checkpoint, name, position)
 
     def open_consumer_transaction(
@@ -423,7 +423,7 @@ class PostgresStore(PostgresReads, EventStore):
         a time across processes. Errors raised by your own statements on
         :attr:`~ConsumerTransaction.connection` are asyncpg's, unchanged.
         """
-        check_text(name, "consumer name")
+        check_checkpoint(name)
         return consumer_transaction(self._check_open(), self._sql, name)
 
     # -- operations --------------------------------------------------------

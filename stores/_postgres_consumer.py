@@ -57,7 +57,10 @@ async def consumer_transaction(
     except DRIVER_ERRORS as exc:
         raise StoreUnavailable(f"PostgreSQL failed: {exc}") from exc
     try:
-        tr = conn.transaction()
+        # READ COMMITTED whatever the server's default: a second transaction of
+        # this consumer waits on the row lock, then reads the checkpoint the
+        # first committed (REPEATABLE READ would fail it instead).
+        tr = conn.transaction(isolation="read_committed")
         try:
             await tr.start()
             await conn.execute(sql.ensure_checkpoint, name)

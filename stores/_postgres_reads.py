@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from orjson import loads
 
 from stores._base import DEFAULT_PAGE_SIZE
-from stores._codec import split_replay_rows, validate_stream
+from stores._codec import check_text, split_replay_rows, validate_stream
 from stores._postgres_batch import command_from_row, event_from_row
-from stores._postgres_sql import Statements, check_text
+from stores._postgres_sql import Statements
 from stores._types import CommandRecord, RecordedEvent, Snapshot
 
 if TYPE_CHECKING:

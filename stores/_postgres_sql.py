@@ -11,14 +11,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from stores._codec import check_unicode
-from stores._errors import SerializationError, StoreUnavailable
+from stores._errors import StoreUnavailable
 
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Statements",
-    "check_text",
     "migrate",
     "quote_ident",
 ]
@@ -33,17 +31,6 @@ def quote_ident(name: str) -> str:
     if len(name.encode()) > MAX_IDENTIFIER:
         raise ValueError(f"schema name {name!r} is over {MAX_IDENTIFIER} bytes")
     return '"' + name.replace('"', '""') + '"'
-
-
-def check_text(value: str, what: str) -> str:
-    """Return ``value`` if PostgreSQL ``text`` can store it, else raise SerializationError.
-
-    ``text`` cannot hold NUL, and UTF-8 cannot encode lone surrogates; caught
-    here, one caller's bad value fails alone instead of its whole batch.
-    """
-    if "\x00" in value:
-        raise SerializationError(f"{what} {value!r} holds a NUL character")
-    return check_unicode(value, what)
 
 
 # Forward-only migrations: MIGRATIONS[i] brings the schema from version i to

@@ -127,7 +127,10 @@ class BatchWriter:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await self._connect()
                 conn = self._conn
-                tr = conn.transaction()
+                # READ COMMITTED whatever the server's default: the statements
+                # after the advisory lock must see what the previous holder
+                # committed (a REPEATABLE READ snapshot would be older than it).
+                tr = conn.transaction(isolation="read_committed")
                 await tr.start()
                 try:
                     plan = await self._run(conn, batch)

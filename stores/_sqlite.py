@@ -20,6 +20,8 @@ from stores._base import EventStore
 from stores._codec import (
     DEFAULT_MAX_EVENT_BYTES,
     check_append_args,
+    check_checkpoint,
+    check_snapshot_args,
     check_unicode,
     encode_events,
     encode_value,
@@ -31,7 +33,7 @@ from stores._sqlite_batch import ANY_VERSION, AppendRequest
 from stores._sqlite_consumer import SET_CHECKPOINT_SQL, SQLiteConsumers
 from stores._sqlite_process_mode import WriterProcessMode
 from stores._sqlite_reads import VERSION_OF, SQLiteReads
-from stores._sqlite_schema import Durability, configure, connect_sync, migrate
+from stores._sqlite_schema import Durability, configure, connect_sync, migrate, read_pragmas
 from stores._sqlite_writer import GroupCommitWriter
 from stores._sqlite_writer_process import WriterProcess
 from stores._types import (
@@ -378,8 +380,7 @@ class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
     ) -> None:
         """Save a snapshot; the same (stream, version) overwrites (see EventStore)."""
         validate_stream(stream)
-        if type(version) is not int or version < 0:
-            raise TypeError(f"snapshot version must be an int >= 0, not {version!r}")
+        check_snapshot_args(version, schema_version)
         data = encode_value(state, f"snapshot state of {stream!r}")
         await self._write_aux(
             "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, version) DO UPDATE"
@@ -392,12 +393,12 @@ class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
 
     async def set_checkpoint(self, name: str, position: int) -> None:
         """Move a checkpoint forward; a position at or below it is ignored."""
-        _check_position(position)
+        check_checkpoint(name, position)
         await self._write_aux(SET_CHECKPOINT_SQL, (name, position))
 
     async def reset_checkpoint(self, name: str, position: int = 0) -> None:
         """Set a checkpoint to ``position``, backwards too."""
-        _check_position(position)
+        check_checkpoint(name, position)
         await self._write_aux(
             "INSERT INTO checkpoints (name, position) VALUES (?, ?)"
             " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
@@ -413,7 +414,8 @@ class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
             *names: Pragma names, e.g. ``"synchronous"``, ``"cache_size"``.
 
         Returns:
-            Each name mapped to the value ``PRAGMA name`` reports.
+            Each name mapped to the value ``PRAGMA name`` reports (None for a
+            name SQLite does not know: it answers those with no row).
 
         Raises:
             ValueError: a name is not a plain identifier.
@@ -432,7 +434,7 @@ class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
         assert conn is not None
 
         def read() -> dict[str, Any]:
-            return {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
+            return read_pragmas(conn, names)
 
         # On the writer's own thread, which owns the connection: serial with batches.
         return await asyncio.get_running_loop().run_in_executor(self._executor, read)
@@ -440,8 +442,3 @@ class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
     def statistics(self) -> StoreStatistics:
         """An immutable snapshot of the writer's counters (zeros before open)."""
         return self._writer.statistics() if self._writer is not None else StoreStatistics()
-
-
-def _check_position(position: int) -> None:
-    if type(position) is not int or position < 0:
-        raise TypeError(f"checkpoint position must be an int >= 0, not {position!r}")

@@ -11,6 +11,7 @@ import aiosqlite
 import anyio
 
 from stores._base import ConsumerTransaction
+from stores._codec import check_checkpoint
 from stores._errors import StoreUnavailable
 
 __all__ = [
@@ -124,6 +125,7 @@ class SQLiteConsumers:
         time), so keep it short and never await an append to this store
         inside it: the writer would wait for the lock until ``busy_timeout``.
         """
+        check_checkpoint(name)
         return self._consumer(name)
 
     @asynccontextmanager

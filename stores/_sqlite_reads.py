@@ -10,7 +10,7 @@ import aiosqlite
 import orjson
 
 from stores._base import DEFAULT_PAGE_SIZE
-from stores._codec import decode_snapshot, split_replay_rows, validate_stream
+from stores._codec import check_checkpoint, decode_snapshot, split_replay_rows, validate_stream
 from stores._errors import SerializationError, StoreUnavailable
 from stores._sqlite_batch import command_record
 from stores._sqlite_consumer import CHECKPOINT_SQL
@@ -84,6 +84,8 @@ class SQLiteReads:
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
         except UnicodeEncodeError as exc:  # a lone surrogate in a name or id
             raise SerializationError(f"cannot send {params!r} to SQLite: {exc}") from exc
+        except OverflowError as exc:  # a bound past SQLite's 64-bit integers
+            raise ValueError(f"a read argument is out of range for SQLite: {params!r}") from exc
 
     async def read_stream(
         self,
@@ -212,5 +214,6 @@ class SQLiteReads:
 
     async def get_checkpoint(self, name: str) -> int:
         """A consumer's checkpoint (0 when new)."""
+        check_checkpoint(name)
         rows = await self._fetch(CHECKPOINT_SQL, (name,))
         return int(rows[0][0]) if rows else 0

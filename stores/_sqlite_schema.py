@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from stores._errors import StoreUnavailable
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Durability", "configure", "connect_sync", "migrate"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Durability",
+    "configure",
+    "connect_sync",
+    "migrate",
+    "read_pragmas",
+]
 
 
 class Durability(enum.Enum):
@@ -115,6 +125,15 @@ def connect_sync(path: Path, busy_timeout: float) -> sqlite3.Connection:
     return sqlite3.connect(
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )
+
+
+def read_pragmas(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, Any]:
+    """``PRAGMA name`` for each name (checked to be identifiers); None for an unknown one."""
+    values: dict[str, Any] = {}
+    for name in names:
+        row = conn.execute(f"PRAGMA {name}").fetchone()
+        values[name] = None if row is None else row[0]
+    return values
 
 
 def configure(conn: sqlite3.Connection, durability: Durability, cache_kib: int) -> None:

@@ -21,7 +21,7 @@ import orjson
 
 from stores._errors import ConcurrencyError, DuplicateCommand, StoreError
 from stores._sqlite_batch import write_batch
-from stores._sqlite_schema import Durability, configure, connect_sync
+from stores._sqlite_schema import Durability, configure, connect_sync, read_pragmas
 
 __all__ = ["HEADER", "dump_message", "load_message", "serve"]
 
@@ -176,12 +176,14 @@ class _ChildWriter:
                 conn.execute(request[1], request[2])
                 return ("ok", None)
             if kind == "pragmas":
-                return ("ok", {n: conn.execute(f"PRAGMA {n}").fetchone()[0] for n in request[1]})
+                return ("ok", read_pragmas(conn, request[1]))
             return ("err", f"unknown request {kind!r}")
         except StoreError as exc:  # write_batch's StoreUnavailable, already worded
             return ("err", str(exc))
         except sqlite3.Error as exc:
             return ("err", f"SQLite write failed: {exc}")
+        except Exception as exc:  # never die of one request: the next batch would be lost with us
+            return ("err", f"the writer process failed a request: {exc!r}")
 
     def close(self) -> None:
         if self.conn is not None:

@@ -314,3 +314,36 @@ async def test_store_holds_the_gc_threshold_while_open(
         assert gc.get_threshold() == gc_thresholds
     finally:
         await pg.drop_store(store)
+
+
+async def test_writers_read_committed_whatever_the_server_default() -> None:
+    """With REPEATABLE READ as the connections' default, two stores appending to one
+    schema still see each other's commits after the write lock (the writer's
+    transactions are READ COMMITTED): no append fails, positions stay dense."""
+    await pg.require_server()
+    from stores import ANY, PostgresStore
+
+    schema = pg.new_schema()
+    dsn = (
+        pg.DSN + ("&" if "?" in pg.DSN else "?") + "default_transaction_isolation=repeatable%20read"
+    )
+    try:
+        async with (
+            PostgresStore(dsn, schema=schema, pool_max_size=2) as a,
+            PostgresStore(dsn, schema=schema, pool_max_size=2) as b,
+        ):
+
+            async def writer(store: PostgresStore, i: int) -> None:
+                for j in range(20):
+                    await store.append(f"Acc-{i}-{j}", [ev()], ANY)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(10):
+                    tg.start_soon(writer, a if i % 2 else b, i)
+            positions = [e.position for e in await a.read_all(0, 1000)]
+            assert positions == list(range(1, 201))
+            async with a.open_consumer_transaction("p") as tx:
+                await tx.set_checkpoint(5)
+            assert await b.get_checkpoint("p") == 5
+    finally:
+        await pg.drop_schema(schema)

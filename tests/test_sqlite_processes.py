@@ -362,3 +362,16 @@ async def test_writer_process_survives_a_request_it_cannot_read(tmp_path: Path) 
             await process.call(("aux", "SELECT ?", (_Opaque(),)))
         assert process.usable
         assert (await store.append("Acc-1", [NewEvent("T.A", {})], 0)).version == 1
+
+
+@pytest.mark.anyio
+async def test_writer_process_survives_a_request_that_raises(tmp_path: Path) -> None:
+    """A request that fails with something other than an SQLite error (here an int past
+    64 bits) gets an error reply; the child goes on writing (it used to die of it)."""
+    async with SQLiteStore(tmp_path / "e.db", writer="process") as store:
+        process = store._process
+        assert process is not None
+        with pytest.raises(StoreUnavailable, match="OverflowError"):
+            await process.call(("aux", "SELECT ?", (2**63,)))
+        assert process.usable
+        assert (await store.append("Acc-1", [NewEvent("T.A", {})], 0)).version == 1

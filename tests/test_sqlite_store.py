@@ -378,6 +378,22 @@ async def test_pragmas_reads_the_writer_connection_and_rejects_bad_names(tmp_pat
         assert values == {"synchronous": 1, "journal_mode": "wal"}
         with pytest.raises(ValueError, match="not a pragma name"):
             await store.pragmas("synchronous; DROP TABLE events")
+        # SQLite answers a pragma it does not know with no row: None, not a TypeError.
+        assert await store.pragmas("no_such_pragma") == {"no_such_pragma": None}
+
+
+@pytest.mark.anyio
+async def test_read_bounds_past_64_bits_raise_value_error(tmp_path: Path) -> None:
+    """A read bound SQLite cannot bind raises ValueError (not the driver's OverflowError)."""
+    from stores import NewEvent, SQLiteStore
+
+    async with SQLiteStore(tmp_path / "p.db") as store:
+        await store.append("Acc-1", [NewEvent("T.A", {})], 0)
+        with pytest.raises(ValueError, match="out of range"):
+            await store.read_stream("Acc-1", 2**63)
+        with pytest.raises(ValueError, match="out of range"):
+            await store.read_all(2**63)
+        assert [e.version for e in await store.read_stream("Acc-1")] == [1]
 
 
 # -- the GC threshold ------------------------------------------------------------
