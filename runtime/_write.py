@@ -145,6 +145,13 @@ class WritePath:
             )
         except ReplayFailed as exc:
             self._replay_failed(actor, exc)
+        except BaseException:
+            # Pages already folded in changed the state, but the version did
+            # not move: reload from the store on the next command rather than
+            # fold those events in twice.
+            actor.state = None
+            actor.version = 0
+            raise
 
     # -- commands --------------------------------------------------------------
 

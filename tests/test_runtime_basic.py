@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import runtime._actor
 from aggregates import InvalidHandlerResult
 from aggregates.examples.bank import Account, Deposit, GetBalance, InsufficientFunds, Open, Withdraw
 from runtime import (
@@ -27,6 +28,7 @@ from stores import (
     MemoryStore,
     NewEvent,
     SerializationError,
+    StoreUnavailable,
 )
 from tests.runtime_child import (
     Append,
@@ -282,6 +284,43 @@ async def test_duplicate_from_another_writer_folds_its_events_in(rt: Runtime) ->
     assert out.duplicate
     assert out.version == 1
     assert (await rt.ask(ACC, GetBalance())).version == 1  # a query: no freshness check
+
+
+class FailsOneRead(MemoryStore):
+    """``read_stream_payloads`` fails once, when armed, after ``fail_after`` good pages."""
+
+    fail_after: int | None = None
+
+    async def read_stream_payloads(
+        self, stream: str, from_version: int = 1, to_version: int | None = None, **kw: Any
+    ) -> list[tuple[int, str, int, Any]]:
+        if self.fail_after is not None:
+            if self.fail_after == 0:
+                self.fail_after = None
+                raise StoreUnavailable("a transient read failure")
+            self.fail_after -= 1
+        return await super().read_stream_payloads(stream, from_version, to_version, **kw)
+
+
+async def test_catch_up_failing_midway_does_not_fold_events_in_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A catch-up whose second page fails leaves no half-folded state behind: the next
+    command reloads from the store instead of applying the first page again."""
+    monkeypatch.setattr(runtime._actor, "READ_PAGE", 10)
+    store = FailsOneRead()
+    seq = Address("Seq", "1")
+    async with Runtime(aggregates=[Seq], store=store) as rt:
+        await rt.ask(seq, Append(n=0))
+        for n in range(1, 26):  # another process appends 25 events: three pages
+            await store.append("Seq-1", [NewEvent("Seq.Appended", {"n": n})], ANY)
+        store.fail_after = 1  # the catch-up's first page reads, its second fails
+        with pytest.raises(StoreUnavailable):
+            await rt.ask(seq, Append(n=26))
+        assert (await rt.ask(seq, Append(n=26))).version == 27
+        items = (await rt.ask(seq, Dump())).value["items"]
+        assert items == list(range(27))
+        assert items == (await rt.load(seq)).items
 
 
 class AlwaysConflicts(MemoryStore):
