@@ -15,7 +15,7 @@ __all__ = ["DeadLetter", "Outcome"]
 
 # The options the stores encode with (stores/_codec.py), so an outcome's event
 # data matches what a read of the log returns.
-_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 _FIELDS = ("address", "events", "version", "positions", "value", "duplicate")
 
 

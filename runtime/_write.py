@@ -42,7 +42,7 @@ _log = structlog.get_logger("runtime")
 
 # The options the stores encode with (stores/_codec.py), so an outcome's event
 # data matches what a read of the log returns.
-_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 _NO_POSITIONS = range(0)
 _BASE_HANDLE = Aggregate.handle
 

@@ -42,7 +42,7 @@ MAX_SCHEMA_VERSION = 2**31 - 1
 """The largest schema version: PostgreSQL stores it as ``integer``; every
 backend keeps the same bound."""
 
-_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_OPTS = orjson.OPT_SERIALIZE_NUMPY
 _EMPTY_META = b"{}"
 
 

@@ -91,13 +91,21 @@ def test_serialization_error_names_the_bad_field(value: Any, path: str) -> None:
 
 
 def test_encode_value_round_trips_json() -> None:
-    """Encodable values (dataclasses, tuples, non-str keys) decode to plain JSON."""
-    value = {"outer": _Outer("x", _Inner(1, None)), "pair": (1, 2), 3: "int key"}
+    """Encodable values (dataclasses, tuples) decode to plain JSON."""
+    value = {"outer": _Outer("x", _Inner(1, None)), "pair": (1, 2)}
     assert decode(encode_value(value, "data")) == {
         "outer": {"name": "x", "inner": {"ok": 1, "bad": None}},
         "pair": [1, 2],
-        "3": "int key",
     }
+
+
+def test_non_str_keys_are_refused_not_turned_into_str() -> None:
+    """A dict key that is not a str raises SerializationError naming the dict: JSON would
+    bring ``{7: 1}`` back as ``{"7": 1}``, and a replay would then differ from live state."""
+    with pytest.raises(SerializationError, match=r"data\['counts'\] \(a dict\)"):
+        encode_value({"counts": {7: 1}}, "data")
+    with pytest.raises(SerializationError, match="data"):
+        encode_events([NewEvent("T", {"counts": {7: 1}})], 1000)
 
 
 def test_encode_events_names_event_type_and_field() -> None:

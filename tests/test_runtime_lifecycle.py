@@ -12,8 +12,9 @@ import anyio.lowlevel
 import pytest
 from structlog.testing import capture_logs
 
+from aggregates import Aggregate, Command, Event, Reply, applies, handles
 from runtime import ActivationFailed, Address, InvalidArgument, Runtime
-from stores import CorruptSnapshot, MemoryStore, NewEvent, Snapshot
+from stores import CorruptSnapshot, MemoryStore, NewEvent, SerializationError, Snapshot
 from tests.runtime_child import BUGGY, Append, Dump, Seq, SnapSeq, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -222,3 +223,81 @@ async def test_load_at_version_and_at_time(kind: type[Seq]) -> None:
             await rt.load(address, at_time=datetime.now())  # naive
         with pytest.raises(InvalidArgument):
             await rt.load(address, at_version=1, at_time=times[0])
+
+
+class Count(Command):
+    """Count one more of ``key``."""
+
+    key: int
+
+
+class Counted(Event, name="Counted"):
+    """One more of ``key`` (an int field, fine in JSON)."""
+
+    key: int
+
+
+class TallyAll(Command):
+    """Record a whole tally at once: a dict with int keys, which JSON cannot keep."""
+
+    tally: dict[int, int]
+
+
+class Tallied(Event, name="Tallied"):
+    """A whole tally (int keys: refused when recorded)."""
+
+    tally: dict[int, int]
+
+
+class Tally(Aggregate):
+    """State keyed by ints: its default snapshot (``vars(self)`` as JSON) cannot keep it."""
+
+    category = "Tally"
+    snapshot_every = 2
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+
+    @handles
+    def count(self, cmd: Count) -> Event:
+        return Counted(key=cmd.key)
+
+    @handles
+    def tally_all(self, cmd: TallyAll) -> Event:
+        return Tallied(tally=cmd.tally)
+
+    @handles
+    def dump(self, cmd: Dump) -> Reply:
+        return Reply(dict(self.counts))
+
+    @applies
+    def counted(self, event: Counted) -> None:
+        self.counts[event.key] = self.counts.get(event.key, 0) + 1
+
+    @applies
+    def tallied(self, event: Tallied) -> None:
+        self.counts.update(event.tally)
+
+
+async def test_state_json_cannot_keep_is_refused_or_never_snapshotted() -> None:
+    """Int dict keys would come back from JSON as str: an event holding them is refused
+    (nothing recorded), and a snapshot of state holding them is skipped, so replay
+    always rebuilds the live state."""
+    address = Address("Tally", "1")
+    async with Runtime(aggregates=[Tally], store=MemoryStore()) as rt:
+        with capture_logs() as logs:
+            for _ in range(3):
+                await rt.ask(address, Count(key=7))
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+            "snapshot skipped: the state cannot be encoded as JSON"
+        ]
+        with pytest.raises(SerializationError, match="tally"):
+            await rt.ask(address, TallyAll(tally={7: 10}))
+        assert await rt.store.stream_version("Tally-1") == 3
+        assert (await rt.ask(address, Dump())).value == {7: 3}
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        assert await rt.store.load_snapshot("Tally-1") is None
+        rt.passivate(address)
+        assert (await rt.ask(address, Dump())).value == {7: 3}
+        assert (await rt.load(address)).counts == {7: 3}
