@@ -252,18 +252,21 @@ async def _rebuild(
             task_group.start_soon(read_ahead)
             position = 0
             async with receive:
-                async for page in receive:
-                    await _apply(projector, sink, page.events, page.position)
-                    events += len(page.events)
-                    position = page.position
-                    reporter.report(position, bus.head, events)
-                    # A last page that is exactly full leaves the subscription
-                    # reading the log (live is set by the next, empty read, which
-                    # yields no page): reaching the head is enough to stop here.
-                    if position >= projector.position and (
-                        subscription.live or position >= bus.head
-                    ):
-                        break
+                # An empty log (nothing to copy, the live projector at 0) yields no
+                # page at all: go straight to the swap.
+                if bus.head > 0 or projector.position > 0:
+                    async for page in receive:
+                        await _apply(projector, sink, page.events, page.position)
+                        events += len(page.events)
+                        position = page.position
+                        reporter.report(position, bus.head, events)
+                        # A last page that is exactly full leaves the subscription
+                        # reading the log (live is set by the next, empty read, which
+                        # yields no page): reaching the head is enough to stop here.
+                        if position >= projector.position and (
+                            subscription.live or position >= bus.head
+                        ):
+                            break
                 # Hold the live projector between batches: it cannot move now,
                 # so the copy only has to reach where it stands.
                 async with lock:

@@ -233,3 +233,18 @@ async def test_rebuild_finishes_when_the_last_page_is_exactly_full(tmp_path: Pat
             final = await rebuild(projector, page_size=10, display=False)
         assert (final.done, final.position) == (True, 20)
         assert [b.balance for b in await list_balances(projector)] == [20]
+
+
+@pytest.mark.anyio
+async def test_rebuild_of_an_empty_log_completes(tmp_path: Path) -> None:
+    """A rebuild with nothing in the log swaps in an empty copy (it waited for an event)."""
+    projector = account_balances(tmp_path)
+    async with MemoryStore() as store, ProjectionEngine(store, [projector]):
+        generation = projector.generation
+        with anyio.fail_after(10):
+            final = await rebuild(projector, display=False)
+        assert (final.done, final.position, final.events) == (True, 0, 0)
+        assert projector.generation == generation + 1
+        await store.append("Account-1", [deposited(5)], 0)
+        await projector.wait_for(1, timeout=10)
+        assert [b.balance for b in await list_balances(projector)] == [5]
