@@ -74,10 +74,18 @@ class Directory:
         actor.last_used = time.monotonic()
 
     def _evict(self, count: int) -> None:
-        """Passivate up to ``count`` idle actors from the least-recently-used end."""
+        """Passivate up to ``count`` idle actors from the least-recently-used end.
+
+        Busy actors met on the way are moved to the most-recently-used end
+        (they are in use now): left at the front, a crowd of long-busy actors
+        would fill every scan and keep the cap from ever evicting again.
+        """
         victims: list[Address] = []
+        busy: list[Actor] = []
         for scanned, (address, actor) in enumerate(self._actors.items(), 1):
-            if not actor.scheduled:
+            if actor.scheduled:
+                busy.append(actor)
+            else:
                 victims.append(address)
                 if len(victims) >= count:
                     break
@@ -85,6 +93,8 @@ class Directory:
                 break
         for address in victims:
             del self._actors[address]
+        for actor in busy:
+            self.touch(actor)
         self.passivations += len(victims)
 
     def sweep(self, idle_timeout: float) -> int:
