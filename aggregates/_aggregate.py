@@ -105,10 +105,15 @@ class Aggregate:
             cls.category = category
         elif "category" not in vars(cls):
             cls.category = cls.__name__
-        if not isinstance(cls.category, str) or not cls.category or "-" in cls.category:
+        name = cls.category
+        if not isinstance(name, str) or not name or "-" in name or "/" in name:
+            # '-' ends the category in a stream name, '/' in an address.
             raise RegistrationError(
-                f"{cls.__qualname__}: category must be a non-empty str without '-'"
+                f"{cls.__qualname__}: category must be a non-empty str without '-' or '/',"
+                f" not {name!r}"
             )
+        if not name.isprintable():
+            raise RegistrationError(f"{cls.__qualname__}: category {name!r} is not printable")
         handlers: dict[type[Command], Callable[[Any, Any], Any]] = {}
         appliers: dict[type[Event], Callable[[Any, Any], None]] = {}
         for klass in reversed(cls.__mro__):

@@ -129,7 +129,9 @@ class Sending:
                 Timeouts of a second or more are checked in 50 ms slots (one
                 timer per slot, not per ask), so they fire up to 50 ms late.
             command_id: Idempotency key: a repeat returns the original outcome
-                (``duplicate=True``) and records nothing, across restarts.
+                (``duplicate=True``) and records nothing, across restarts. It is
+                stored with the command's events; a command that recorded none
+                (a query, a rejection) is not remembered and a repeat runs again.
             correlation_id: Stored in the events' metadata.
             causation_id: Stored in the events' metadata.
 

@@ -185,10 +185,11 @@ def test_registration_errors_are_clear() -> None:
             def h(self, cmd):  # type: ignore[no-untyped-def]
                 return None
 
-    with pytest.raises(RegistrationError, match="category"):
+    for bad in ("Has-Dash", "Has/Slash", "Tab\there", ""):
+        with pytest.raises(RegistrationError, match="category"):
 
-        class BadCategory(Aggregate, category="Has-Dash"):
-            pass
+            class BadCategory(Aggregate, category=bad):
+                pass
 
     with pytest.raises(RegistrationError, match="version"):
 
