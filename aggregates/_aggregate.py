@@ -169,8 +169,22 @@ class Aggregate:
 
     @classmethod
     def from_snapshot(cls, state: Any) -> Self:
-        """Rebuild an instance from :meth:`snapshot`'s output."""
-        obj = cls.__new__(cls)
+        """Rebuild an instance from :meth:`snapshot`'s output.
+
+        Raises:
+            ValueError: ``state`` is not a dict holding every attribute a new
+                instance starts with (a snapshot taken before ``__init__``
+                gained one, without a bump of ``snapshot_schema_version``):
+                the runtime then replays the events in full instead.
+        """
+        obj = cls()
+        if not isinstance(state, dict):
+            raise ValueError(
+                f"{cls.__qualname__}: a snapshot is a dict, not {type(state).__name__}"
+            )
+        missing = vars(obj).keys() - state.keys()
+        if missing:
+            raise ValueError(f"{cls.__qualname__}: the snapshot lacks {sorted(missing)}")
         obj.__dict__.update(state)
         return obj
 

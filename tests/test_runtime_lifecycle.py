@@ -86,9 +86,10 @@ class CorruptSnapshots(MemoryStore):
         raise CorruptSnapshot(f"{stream}: bad bytes")
 
 
-@pytest.mark.parametrize("flaw", ["schema", "corrupt", "rejected"])
+@pytest.mark.parametrize("flaw", ["schema", "corrupt", "rejected", "incomplete"])
 async def test_unusable_snapshot_is_ignored_with_full_replay(flaw: str) -> None:
-    """A snapshot of another schema version, corrupt or rejected leads to a full replay."""
+    """A snapshot of another schema version, corrupt, rejected or lacking an attribute
+    leads to a full replay."""
     store = CorruptSnapshots() if flaw == "corrupt" else MemoryStore()
     async with Runtime(aggregates=[SnapSeq], store=store) as rt:
         for n in range(4):
@@ -98,6 +99,8 @@ async def test_unusable_snapshot_is_ignored_with_full_replay(flaw: str) -> None:
             await store.save_snapshot("SnapSeq-1", 4, {"items": [-1], "blobs": 0}, 99)
         elif flaw == "rejected":
             await store.save_snapshot("SnapSeq-1", 4, ["not", "a", "dict"])
+        elif flaw == "incomplete":  # valid JSON, but no "items"
+            await store.save_snapshot("SnapSeq-1", 4, {"blobs": 0})
         rt.passivate(SNAP)
         assert await items(rt, SNAP) == [0, 1, 2, 3]
         assert await store.stream_version("SnapSeq-1") == 4
