@@ -22,7 +22,13 @@ import asyncpg
 import structlog
 
 from stores._counters import BatchCounters
-from stores._errors import ConcurrencyError, DuplicateCommand, StoreUnavailable
+from stores._errors import (
+    ConcurrencyError,
+    DuplicateCommand,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+)
 from stores._postgres_batch import Pending, Plan, command_from_row, plan_batch
 from stores._postgres_errors import DRIVER_ERRORS, RETRYABLE
 from stores._postgres_sql import Statements
@@ -61,12 +67,16 @@ class BatchWriter:
         self._queue: collections.deque[Pending] = collections.deque()
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._stopped = False  # run() has returned: appends fail at once
         # Test hook: awaited after the batch is written, before COMMIT.
         self.before_commit: Callable[[], Awaitable[None]] | None = None
         self._counters = BatchCounters()
 
     def submit(self, pending: Pending) -> None:
         """Queue an append; its future resolves after its batch's outcome is known."""
+        if self._stopped:
+            pending.future.set_exception(StoreClosed("the PostgreSQL store's writer stopped"))
+            return
         self._queue.append(pending)
         self._wakeup.set()
 
@@ -80,6 +90,15 @@ class BatchWriter:
         try:
             await self._drain()
         finally:
+            # Normally empty here; if the writer was cancelled (its task group
+            # failed), no caller may wait forever for an answer.
+            self._stopped = True
+            while self._queue:
+                pending = self._queue.popleft()
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        StoreClosed("the PostgreSQL store's writer stopped")
+                    )
             conn, self._conn = self._conn, None
             if conn is not None:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
@@ -224,7 +243,7 @@ class BatchWriter:
                 error = ConcurrencyError(p.stream, expected, int(actual))
                 self._counters.conflicts += 1
             error.__cause__ = exc
-        except StoreUnavailable as failure:
+        except StoreError as failure:  # the lookup failed (unavailable, or the store closing)
             error = failure
         if not p.future.done():
             p.future.set_exception(error)

@@ -8,6 +8,7 @@ import gc
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import asyncpg
@@ -347,3 +348,28 @@ async def test_writers_read_committed_whatever_the_server_default() -> None:
             assert await b.get_checkpoint("p") == 5
     finally:
         await pg.drop_schema(schema)
+
+
+async def test_appends_fail_rather_than_hang_once_the_writer_stopped() -> None:
+    """If the writer task is cancelled (the store's task group failed, say), an append
+    queued for it and every later one raise StoreClosed; none waits forever."""
+    from stores import StoreClosed
+    from stores._postgres_batch import Pending
+    from stores._postgres_writer import BatchWriter
+
+    async def never(*args: Any) -> Any:
+        raise AssertionError("the writer must not start a batch")
+
+    writer = BatchWriter(never, None, (10, 10), lambda plan: None, never, 0)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    queued: asyncio.Future[Any] = loop.create_future()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        await anyio.sleep(0.01)  # the writer waits for work
+        tg.cancel_scope.cancel()
+        writer.submit(Pending("Acc-1", 0, [], None, None, queued))  # before it sees the cancel
+    later: asyncio.Future[Any] = loop.create_future()
+    writer.submit(Pending("Acc-2", 0, [], None, None, later))
+    for future in (queued, later):
+        with anyio.fail_after(5), pytest.raises(StoreClosed):
+            await future
