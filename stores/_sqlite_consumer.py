@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
 import aiosqlite
@@ -12,7 +12,7 @@ import anyio
 
 from stores._base import ConsumerTransaction
 from stores._codec import check_checkpoint
-from stores._errors import StoreUnavailable
+from stores._errors import StoreClosed, StoreUnavailable
 
 __all__ = [
     "CHECKPOINT_SQL",
@@ -21,6 +21,8 @@ __all__ = [
     "SQLiteConsumerTransaction",
     "consumer_transaction",
 ]
+
+_CLOSED = "the store was closed during the consumer transaction (nothing of it was committed)"
 
 CHECKPOINT_SQL = "SELECT position FROM checkpoints WHERE name = ?"
 SET_CHECKPOINT_SQL = (
@@ -52,12 +54,15 @@ class SQLiteConsumerTransaction(ConsumerTransaction):
 
         A position at or below the current checkpoint is ignored.
         """
+        check_checkpoint(self._name, position)
         if position <= self._checkpoint:
             return
         try:
             await self._connection.execute(SET_CHECKPOINT_SQL, (self._name, position))
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite checkpoint write failed: {exc}") from exc
+        except ValueError as exc:  # aiosqlite: "no active connection"
+            raise StoreClosed(_CLOSED) from exc
         self._checkpoint = position
 
 
@@ -82,13 +87,16 @@ async def consumer_transaction(
     except BaseException:
         # A cancelled aiosqlite call still runs on its thread: shield the
         # rollback so the connection is never handed back mid-transaction.
-        with anyio.CancelScope(shield=True):
+        # (A connection the closing store took away rolled back as it closed.)
+        with anyio.CancelScope(shield=True), suppress(ValueError):
             if conn.in_transaction:
                 await conn.execute("ROLLBACK")
         raise
     try:
         with anyio.CancelScope(shield=True):
             await conn.execute("COMMIT")
+    except ValueError as exc:  # aiosqlite: "no active connection"
+        raise StoreClosed(_CLOSED) from exc
     except sqlite3.Error as exc:
         with anyio.CancelScope(shield=True):
             if conn.in_transaction:

@@ -448,3 +448,34 @@ def test_invalid_gc_threshold_is_refused(tmp_path: Path, value: object) -> None:
     with pytest.raises(ValueError, match="gc_threshold"):
         SQLiteStore(tmp_path / "x.db", gc_threshold=value)  # type: ignore[arg-type]
     assert gc.get_threshold() == before
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("last_step", ["set_checkpoint", "commit"])
+async def test_store_closed_during_a_consumer_transaction(tmp_path: Path, last_step: str) -> None:
+    """Closing the store under an open consumer transaction: its next step raises
+    StoreClosed (not aiosqlite's ValueError) and nothing of it is committed."""
+    from stores import SQLiteStore, StoreClosed
+
+    store = SQLiteStore(tmp_path / "c.db")
+    await store.open()
+    await store.set_checkpoint("p", 1)
+
+    async def closed_midway() -> None:
+        async with store.open_consumer_transaction("p") as tx:
+            await tx.connection.execute("CREATE TABLE model (x)")
+            if last_step == "commit":
+                await tx.set_checkpoint(2)
+            await store.aclose()
+            if last_step == "set_checkpoint":
+                await tx.set_checkpoint(3)
+
+    with pytest.raises(StoreClosed, match="consumer transaction"):
+        await closed_midway()
+    async with SQLiteStore(tmp_path / "c.db") as reopened:
+        assert await reopened.get_checkpoint("p") == 1
+        async with reopened.open_consumer_transaction("p") as tx:
+            rows = await tx.connection.execute_fetchall(
+                "SELECT name FROM sqlite_master WHERE name = 'model'"
+            )
+            assert list(rows) == []
