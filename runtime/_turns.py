@@ -250,7 +250,7 @@ class Turns:
         """Count a command that failed and give its asker (or the dead letters) the error."""
         self._counters.commands += 1
         self._counters.rejected += 1
-        _log.debug("command failed", error=repr(error))
+        _log.debug("command failed", error=_describe(error))
         self.failed(actor.address, msg, error)
 
     def _release(self, actor: Actor) -> None:
@@ -342,3 +342,11 @@ def _next_message(actor: Actor) -> Message | None:
         if not overflow:
             actor.overflow = None
     return msg
+
+
+def _describe(error: BaseException) -> str:
+    """``repr(error)``, or its type's name if the user's ``__repr__`` itself raises."""
+    try:
+        return repr(error)
+    except Exception:
+        return f"<{type(error).__qualname__}: its repr() failed>"

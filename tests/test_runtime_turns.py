@@ -11,6 +11,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from aggregates import Aggregate, Command, handles
 from runtime import ActorStopped, Address, Outcome, Runtime
 from runtime._write import native_start
 from stores import (
@@ -218,3 +219,34 @@ async def test_shutdown_past_its_deadline_fails_asks_whose_append_is_in_flight()
     assert store.statistics().events == 0
     stats = rt.statistics()
     assert (stats.commands, stats.rejected) == (2, 1)  # the Dump, then the late failure
+
+
+class _BadRepr(Exception):
+    """A domain error whose repr() and str() themselves raise."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr failed")
+
+    def __str__(self) -> str:
+        raise RuntimeError("str failed")
+
+
+class _Go(Command):
+    """Fails with _BadRepr."""
+
+
+class _Fails(Aggregate):
+    @handles
+    def go(self, cmd: _Go) -> None:
+        raise _BadRepr
+
+
+async def test_a_domain_error_whose_repr_raises_still_reaches_the_caller() -> None:
+    """Logging the failure never calls into user code that can raise: the caller gets
+    the error, a tell's failure becomes a dead letter, and the runtime goes on."""
+    async with Runtime(aggregates=[_Fails, Seq], store=MemoryStore()) as rt:
+        with pytest.raises(_BadRepr):
+            await rt.ask(Address("_Fails", "1"), _Go())
+        rt.tell(Address("_Fails", "2"), _Go())
+        await wait_until(lambda: len(rt.dead_letters()) == 1)
+        assert (await rt.ask(Address("Seq", "1"), Append(n=1))).version == 1
