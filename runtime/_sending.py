@@ -132,6 +132,8 @@ class Sending:
                 (``duplicate=True``) and records nothing, across restarts. It is
                 stored with the command's events; a command that recorded none
                 (a query, a rejection) is not remembered and a repeat runs again.
+                Ids are global: a repeat sent to another address returns the
+                original outcome too, its ``address`` the one it ran at.
             correlation_id: Stored in the events' metadata.
             causation_id: Stored in the events' metadata.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import orjson
@@ -20,7 +21,8 @@ import structlog
 
 from aggregates import Aggregate, EventRegistry, InvalidHandlerResult
 from runtime._actor import Actor, ReplayFailed, catch_up, rebuild
-from runtime._errors import ActivationFailed, ConflictRetriesExhausted
+from runtime._address import Address
+from runtime._errors import ActivationFailed, ConflictRetriesExhausted, InvalidAddress
 from runtime._mailbox import Message
 from runtime._outcome import Outcome
 from runtime._snapshots import SnapshotWriter
@@ -359,9 +361,13 @@ class WritePath:
             events = await self.store.read_stream(
                 record.stream, record.version - count + 1, record.version
             )
-        return Outcome(
-            actor.address, tuple(events), record.version, record.positions, record.reply, True
-        )
+        address = actor.address
+        if record.stream != address.stream:
+            # The id was first used at another address: say where it ran.
+            category, _, id_ = record.stream.partition("-")
+            with suppress(InvalidAddress):  # a stream the store got from elsewhere
+                address = Address(category, id_)
+        return Outcome(address, tuple(events), record.version, record.positions, record.reply, True)
 
     def maybe_snapshot(self, actor: Actor) -> None:
         """Queue a snapshot if the aggregate's policy says one is due (after the reply)."""

@@ -210,6 +210,21 @@ async def test_command_id_returns_original_outcome(rt: Runtime) -> None:
     assert rt.statistics().duplicates == 1
 
 
+async def test_command_id_reused_at_another_address_names_where_it_ran(rt: Runtime) -> None:
+    """Command ids are global: a repeat sent elsewhere records nothing and its outcome
+    names the address the command ran at, with that stream's events."""
+    other = Address("Account", "7")
+    await rt.ask(ACC, Open(owner="ann"))
+    await rt.ask(other, Open(owner="bob"))
+    first = await rt.ask(ACC, Deposit(amount=5), command_id="dep-x")
+    again = await rt.ask(other, Deposit(amount=5), command_id="dep-x")
+    assert again.duplicate
+    assert again.address == ACC
+    assert [e.stream for e in again.events] == ["Account-42"]
+    assert (again.version, again.positions) == (first.version, first.positions)
+    assert (await rt.ask(other, GetBalance())).value == 0
+
+
 async def test_repeated_command_id_wins_over_a_rejecting_handler(rt: Runtime) -> None:
     """A repeated id whose handler would now reject or record nothing gets the original outcome."""
     first = await rt.ask(ACC, Open(owner="ann"), command_id="open")
