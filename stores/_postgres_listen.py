@@ -95,13 +95,14 @@ class HeadWatcher:
 
     async def wait(self, after: int, timeout: float) -> int:  # noqa: ASYNC109 (see wait_for_head)
         """Return the head once it is above ``after``, or the last head seen at ``timeout``."""
+        deadline = anyio.current_time() + timeout  # one timeout for the whole call
         if self._scope is None and not self._stopped:
             self._scope = anyio.CancelScope()
             self._tg.start_soon(self._listen, self._scope)
             # Listen before reading the head, so no commit falls between them.
             with anyio.move_on_after(min(timeout, 5.0)):
                 await self._listening.wait()
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_at(deadline):
             while not self._stopped:
                 if self._known > after:
                     return self._known

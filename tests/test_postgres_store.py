@@ -373,3 +373,22 @@ async def test_appends_fail_rather_than_hang_once_the_writer_stopped() -> None:
     for future in (queued, later):
         with anyio.fail_after(5), pytest.raises(StoreClosed):
             await future
+
+
+async def test_wait_for_head_keeps_to_its_timeout_while_listening_starts(
+    pg_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first wait_for_head starts the LISTEN connection; a slow start counts against
+    the caller's timeout instead of adding to it (it took up to twice the timeout)."""
+    import stores._postgres_listen as listen
+
+    connect = listen.asyncpg.connect
+
+    async def slow_connect(*args: Any, **kwargs: Any) -> Any:
+        await anyio.sleep(3)
+        return await connect(*args, **kwargs)
+
+    monkeypatch.setattr(listen.asyncpg, "connect", slow_connect)
+    started = anyio.current_time()
+    assert await pg_store.wait_for_head(0, 1.0) == 0
+    assert anyio.current_time() - started < 1.8
