@@ -265,7 +265,7 @@ def encode_events(events: Sequence[NewEvent], max_event_bytes: int) -> list[Enco
         event_id = ev.event_id
         if not event_id:
             event_id = new_event_id()
-        elif type(event_id) is not str:
+        elif not isinstance(event_id, str):
             raise SerializationError(f"event {name!r}: event_id must be a str, not {event_id!r}")
         try:
             data = dumps(ev.data, option=_OPTS)
