@@ -392,3 +392,18 @@ async def test_wait_for_head_keeps_to_its_timeout_while_listening_starts(
     started = anyio.current_time()
     assert await pg_store.wait_for_head(0, 1.0) == 0
     assert anyio.current_time() - started < 1.8
+
+
+async def test_an_error_between_insert_and_commit_writes_nothing(pg_store: PostgresStore) -> None:
+    """Atomic append on PostgreSQL: a batch failing after its INSERT rolls back whole."""
+
+    async def fail() -> None:
+        raise RuntimeError("injected")
+
+    assert pg_store._writer is not None
+    pg_store._writer.before_commit = fail
+    with pytest.raises(StoreUnavailable, match="nothing was written"):
+        await pg_store.append("Acc-1", [ev()], 0)
+    pg_store._writer.before_commit = None
+    assert await pg_store.stream_version("Acc-1") == 0
+    assert await pg_store.head() == 0

@@ -296,3 +296,29 @@ async def test_transactional_projector_on_the_sqlite_store(tmp_path: Path) -> No
             rows = [row[0] for row in await cursor.fetchall()]
         assert rows == [1, 2, 3, 4, 5]
         assert await store.get_checkpoint("in_db") >= last
+
+
+@pytest.mark.anyio
+async def test_store_projector_checkpoint_stays_before_the_failing_event() -> None:
+    """A StoreProjector that stops on an event keeps its checkpoint just before it, so a
+    restart with the fixed handler is handed that event (checkpoints never go back)."""
+    handled: list[int] = []
+    fail_at = {3}
+
+    async def handler(event: RecordedEvent) -> None:
+        if event.position in fail_at:
+            raise Boom(f"cannot handle {event.position}")
+        handled.append(event.position)
+
+    async with MemoryStore() as store:
+        await fill(store, 5)
+        projector = StoreProjector("p", handler, max_attempts=1, retry_backoff=0)
+        async with ProjectionEngine(store, [projector]):
+            with pytest.raises(ProjectionFailed):
+                await projector.wait_for(5, timeout=5)
+        assert await store.get_checkpoint("p") == 2
+        fail_at.clear()  # the fix deployed: event 3 must be delivered now
+        again = StoreProjector("p", handler)
+        async with ProjectionEngine(store, [again]):
+            await again.wait_for(5, timeout=5)
+        assert handled == [1, 2, 3, 4, 5]

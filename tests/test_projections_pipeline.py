@@ -302,3 +302,27 @@ async def test_only_live_batches_are_handed_the_gil(tmp_path: Path) -> None:
             await projector.wait_for(last + HANDOFF_MIN_EVENTS - 1, timeout=10)
             assert worker.handoffs + worker.handoff_timeouts == 1  # small: not waited for
     assert seen(tmp_path, "log") == list(range(1, last + HANDOFF_MIN_EVENTS))
+
+
+@pytest.mark.anyio
+async def test_a_page_overlapping_what_was_applied_hands_only_the_new_events() -> None:
+    """Exactly once: events at or below the projector's position are dropped from a page
+    (a live page can overlap the end of a catch-up read)."""
+    from runtime._projection_store import StoreProjector
+    from runtime._projection_types import Page
+    from runtime._projector_batch import process_page
+    from stores import ANY, MemoryStore, NewEvent
+
+    async with MemoryStore() as store:
+        await store.append("S-1", [NewEvent("T.A", {"n": n}) for n in range(4)], ANY)
+        events = await store.read_all(0, 10)
+        handled: list[int] = []
+
+        async def handler(event: RecordedEvent) -> None:
+            handled.append(event.position)
+
+        projector = StoreProjector("p", handler)
+        projector._sink = projector._make_sink(store, handler)
+        projector._position = projector._saved = 2
+        await process_page(projector, Page(events, 4))
+        assert handled == [3, 4]

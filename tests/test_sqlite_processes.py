@@ -375,3 +375,21 @@ async def test_writer_process_survives_a_request_that_raises(tmp_path: Path) -> 
             await process.call(("aux", "SELECT ?", (2**63,)))
         assert process.usable
         assert (await store.append("Acc-1", [NewEvent("T.A", {})], 0)).version == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("durability", "level"), [("FULL", 2), ("NORMAL", 1)])
+async def test_writer_process_commits_with_the_configured_durability(
+    tmp_path: Path, durability: str, level: int
+) -> None:
+    """The writer process's connection runs at the store's durability (PRAGMA synchronous
+    read there): writer="auto" hands it every large batch, so FULL must hold there too."""
+    from stores import Durability
+
+    async with SQLiteStore(
+        tmp_path / "e.db", writer="process", durability=Durability[durability]
+    ) as store:
+        await store.append("S-1", [NewEvent("T.A", {})], 0)
+        assert store._process is not None
+        assert store._process.usable
+        assert (await store.pragmas("synchronous"))["synchronous"] == level

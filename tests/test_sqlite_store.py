@@ -479,3 +479,28 @@ async def test_store_closed_during_a_consumer_transaction(tmp_path: Path, last_s
                 "SELECT name FROM sqlite_master WHERE name = 'model'"
             )
             assert list(rows) == []
+
+
+@pytest.mark.anyio
+async def test_a_statement_failing_inside_the_batch_commits_none_of_it(tmp_path: Path) -> None:
+    """Atomic append: a batch whose later statement fails (a trigger refuses one command id
+    after the events went in) rolls back whole; every append in it fails, nothing is stored."""
+    from stores import NewEvent, SQLiteStore, StoreUnavailable
+
+    async with SQLiteStore(tmp_path / "e.db", writer="thread") as store:
+        side = sqlite3.connect(tmp_path / "e.db")
+        side.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON commands WHEN NEW.command_id = 'boom'"
+            " BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+        side.commit()
+        side.close()
+        # Queued together: one batch, whose events INSERT succeeds and commands INSERT fails.
+        first = store.start_append("S-1", [NewEvent("T.A", {}), NewEvent("T.A", {})], 0)
+        second = store.start_append("S-2", [NewEvent("T.A", {})], 0, command_id="boom")
+        for future in (first, second):
+            with pytest.raises(StoreUnavailable):
+                await future
+        assert await store.head() == 0
+        assert await store.read_all(0, 100) == []
+        assert await store.stream_version("S-1") == 0

@@ -117,3 +117,13 @@ async def test_bad_checkpoints_raise_and_change_nothing(
     # Appends go on (SQLite's writer process is still there to take them).
     results = await asyncio.gather(*(store.append(f"Acc-{i}", [ev()], 0) for i in range(5)))
     assert [r.version for r in results] == [1] * 5
+
+
+async def test_unencodable_reply_writes_nothing(store: EventStore) -> None:
+    """A command reply orjson cannot encode is bad input: SerializationError, no events,
+    no command recorded (MemoryStore once wrote the events first)."""
+    with pytest.raises(SerializationError):
+        await store.append("S-1", [ev()], 0, command_id="c-1", reply=object())
+    assert await store.head() == 0
+    assert await store.stream_version("S-1") == 0
+    assert await store.find_command("c-1") is None
