@@ -13,6 +13,7 @@ import pytest
 from runtime._bus import EventBus, Subscription
 from runtime._projection_errors import ProjectionConfigError, ProjectorNotRunning
 from stores import ANY, EventStore, MemoryStore, NewEvent, RecordedEvent, SQLiteStore
+from tests.runtime_child import wait_until
 
 
 class QuietStore(MemoryStore):
@@ -217,16 +218,19 @@ async def test_many_subscribers_under_concurrent_group_commits(tmp_path: Path) -
         EventBus(store, buffer_size=20, page_size=30) as bus,
     ):
         results: dict[int, list[int]] = {}
+        subscriptions: list[Subscription] = []
         writers_done = anyio.Event()
 
-        async def consume(index: int, ready: anyio.Event, until: int) -> None:
+        async def consume(index: int, until: int) -> None:
             got: list[int] = []
             async with bus.subscribe() as sub:
-                ready.set()
-                if index == 3:  # the slowest reads nothing until every write is in: it overflows
-                    await writers_done.wait()
+                subscriptions.append(sub)
                 async for page in sub:
                     got.extend(e.position for e in page.events)
+                    if index == 3:
+                        # The slowest takes one page, then nothing until every
+                        # write is in: 360 events against a buffer of 20 overflow it.
+                        await writers_done.wait()
                     for _ in range(index * 3):  # slower subscribers fall behind
                         await anyio.lowlevel.checkpoint()
                     if page.position >= until:
@@ -237,9 +241,11 @@ async def test_many_subscribers_under_concurrent_group_commits(tmp_path: Path) -
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
                 for index in range(4):
-                    ready = anyio.Event()
-                    tg.start_soon(consume, index, ready, total)
-                    await ready.wait()
+                    tg.start_soon(consume, index, total)
+                # Every subscriber follows the live feed before the first write.
+                await wait_until(
+                    lambda: len(subscriptions) == 4 and all(s.live for s in subscriptions)
+                )
                 async with anyio.create_task_group() as writers:
                     for w in range(30):
                         for _ in range(4):
