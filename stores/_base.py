@@ -161,7 +161,8 @@ class EventStore(abc.ABC):
             command_id: If given, recorded in the same transaction as the
                 events, so a retried command can find its outcome
                 (:meth:`find_command`), across restarts.
-            reply: A JSON value stored with ``command_id``.
+            reply: A JSON value stored with ``command_id`` (ignored without
+                one: not encoded, so not checked either).
 
         Returns:
             The stream's new version and the global positions assigned.

@@ -183,7 +183,11 @@ class MemoryStore(EventStore):
         if not events:
             return AppendResult(stream, current, range(len(self._log) + 1, len(self._log) + 1))
         encoded = encode_events(events, self._max_event_bytes)
-        reply_value = None if reply is None else decode(encode_value(reply, "command reply"))
+        reply_value = (  # stored only with a command id, as on every backend
+            None
+            if reply is None or command_id is None
+            else decode(encode_value(reply, "command reply"))
+        )
         if command_id is not None and command_id in self._commands:
             raise DuplicateCommand(command_id, self._commands[command_id])
         if expected_version is not ANY and expected_version != current:

@@ -350,7 +350,10 @@ class PostgresStore(PostgresReads, EventStore):
         for type_, _, _, _, event_id in encoded:
             check_text(type_, "event type")
             check_text(event_id, "event id")
-        reply_bytes = None if reply is None else encode_value(reply, "command reply")
+        # Stored only with a command id (as on every backend); ignored without one.
+        reply_bytes = (
+            None if reply is None or command_id is None else encode_value(reply, "command reply")
+        )
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         assert self._writer is not None
         self._writer.submit(

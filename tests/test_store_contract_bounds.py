@@ -127,3 +127,10 @@ async def test_unencodable_reply_writes_nothing(store: EventStore) -> None:
     assert await store.head() == 0
     assert await store.stream_version("S-1") == 0
     assert await store.find_command("c-1") is None
+
+
+async def test_reply_without_a_command_id_is_ignored(store: EventStore) -> None:
+    """A reply is stored only with a command id; without one it is not encoded, so even
+    a value JSON cannot hold does not fail the append (the same on every backend)."""
+    result = await store.append("S-1", [ev()], 0, reply=object())
+    assert result.version == 1
