@@ -25,6 +25,7 @@ __all__ = [
     "MAX_SCHEMA_VERSION",
     "check_append_args",
     "check_checkpoint",
+    "check_position",
     "check_snapshot_args",
     "check_text",
     "check_unicode",
@@ -170,6 +171,15 @@ def check_checkpoint(name: object, position: object = 0) -> None:
     if not isinstance(name, str) or not name:
         raise TypeError(f"a consumer name must be a non-empty str, not {name!r}")
     check_text(name, "consumer name")
+    check_position(position)
+
+
+def check_position(position: object) -> None:
+    """Validate a checkpoint ``position`` (its consumer's name already checked).
+
+    Raises:
+        TypeError: ``position`` is not an int from 0 to ``MAX_INT64``.
+    """
     _check_count(position, "checkpoint position", 0)
 
 

@@ -39,6 +39,9 @@ __all__ = ["BatchWriter"]
 _log = structlog.get_logger("stores.postgres")
 
 
+_STOPPED = "the PostgreSQL store's writer stopped"
+
+
 class BatchWriter:
     """Batches appends into transactions; :meth:`run` is the writer task.
 
@@ -75,7 +78,7 @@ class BatchWriter:
     def submit(self, pending: Pending) -> None:
         """Queue an append; its future resolves after its batch's outcome is known."""
         if self._stopped:
-            pending.future.set_exception(StoreClosed("the PostgreSQL store's writer stopped"))
+            pending.future.set_exception(StoreClosed(_STOPPED))
             return
         self._queue.append(pending)
         self._wakeup.set()
@@ -96,9 +99,7 @@ class BatchWriter:
             while self._queue:
                 pending = self._queue.popleft()
                 if not pending.future.done():
-                    pending.future.set_exception(
-                        StoreClosed("the PostgreSQL store's writer stopped")
-                    )
+                    pending.future.set_exception(StoreClosed(_STOPPED))
             conn, self._conn = self._conn, None
             if conn is not None:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:

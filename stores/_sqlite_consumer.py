@@ -11,7 +11,7 @@ import aiosqlite
 import anyio
 
 from stores._base import ConsumerTransaction
-from stores._codec import check_checkpoint
+from stores._codec import check_checkpoint, check_position
 from stores._errors import StoreClosed, StoreUnavailable
 
 __all__ = [
@@ -54,7 +54,7 @@ class SQLiteConsumerTransaction(ConsumerTransaction):
 
         A position at or below the current checkpoint is ignored.
         """
-        check_checkpoint(self._name, position)
+        check_position(position)  # the name was checked when the transaction opened
         if position <= self._checkpoint:
             return
         try:
