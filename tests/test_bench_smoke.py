@@ -18,7 +18,7 @@ from bench._measure import NotAvailable, RunOutput, Sample, collect, percentile
 from bench._progress import PlainProgress
 from bench._report import render_plain
 from bench._run import run_workload
-from bench.workloads import SUITE, WORKLOADS, _rawsqlite
+from bench.workloads import SUITE, WORKLOADS, _bareloop, _rawsqlite
 from bench.workloads._log import deposit_amount
 from bench.workloads.lag import lags
 from bench.workloads.rebuild import require_read_side
@@ -229,7 +229,19 @@ def test_single_appender_latency_has_a_commit_floor(smoke_run: dict[str, Any]) -
     assert "worker thread" in result["info"]["c=1"]["p50 floor"]
     write = {f["case"]: f for f in _results(smoke_run)["write"]["figures"]}
     assert write["c=1 ask p50"]["reference"]["kind"] == "floor"
-    assert write["c=4 ask p50"].get("reference") is None
+    assert write["c=4 ask p50"]["reference"]["kind"] == "bare"
+
+
+def test_write_reports_the_bare_loop_beside_the_runtime(smoke_run: dict[str, Any]) -> None:
+    """Every concurrent level of the default rows carries the bare group-commit loop's figure
+    and the ratio; the gc_threshold=None rows (a different GC setting) carry none."""
+    figs = {f["case"]: f for f in _results(smoke_run)["write"]["figures"]}
+    for case in ("c=4 throughput", "c=4 ask p50", "c=4 ask p99"):
+        assert figs[case]["reference"]["kind"] == "bare", case
+        assert figs[case]["reference"]["median"] > 0
+        assert figs[case]["ratio"]["median"] > 0
+    assert figs["c=1 throughput"].get("reference") is None
+    assert figs["c=4 throughput (gc_threshold=None)"].get("reference") is None
 
 
 def test_append_warms_up_and_reports_gc_threshold_rows(smoke_run: dict[str, Any]) -> None:
@@ -550,3 +562,38 @@ def test_library_logs_stay_out_of_the_table_and_config_is_restored(
     assert "rebuild from 0" in out
     assert "rebuild progress" not in out
     assert structlog.get_config() == before
+
+
+def test_bare_loop_commits_every_deposit_in_shared_batches(tmp_path: Path) -> None:
+    """The bare loop's reference does the work it stands for: each deposit is one stored
+    event at the next version of its account, concurrent deposits share commits, and the
+    GC setting it ran under is put back."""
+    import gc
+
+    from stores import NewEvent, SQLiteStore
+
+    source = tmp_path / "events.db"
+
+    async def write() -> dict[str, Any]:
+        async with SQLiteStore(source) as store:
+            await store.append("Account-x", [NewEvent("Opened", {})], 0)
+            return await _rawsqlite.store_pragmas(store)
+
+    pragmas = anyio.run(write)
+    held = gc.get_threshold()
+    target = tmp_path / "bare.db"
+    results = anyio.run(
+        _bareloop.bare_deposits, source, target, pragmas, 10, [(1, 5), (4, 40)], 5, held[0] + 1
+    )
+    assert gc.get_threshold() == held
+    assert [len(results[c].latencies.values) for c in (1, 4)] == [5, 40]
+    assert results[1].commits == 5  # one caller: one commit per deposit
+    assert 10 <= results[4].commits < 40  # four callers share commits
+    rows = _table(target, "events")
+    assert len(rows) == 45
+    versions: dict[int, list[int]] = {}
+    for row in rows:
+        versions.setdefault(row[1], []).append(row[2])
+        assert row[3] == "Deposited"
+    assert all(v == list(range(1, len(v) + 1)) for v in versions.values())
+    assert sorted(len(v) for v in versions.values()) == [4] * 5 + [5] * 5

@@ -14,16 +14,25 @@ that setting is worth.
 The single caller's p50 has a floor beside it, as in ``append``: the run's
 rows committed one per transaction with plain ``sqlite3``, each awaited
 through a worker thread (the commit plus the thread round trip).
+
+The default rows of the other levels have the bare group-commit loop beside
+them (``bench.workloads._bareloop``: the same deposits by the same callers,
+per-account locks, one writer task committing each batch with plain
+``sqlite3``, no actor machinery), run right after the runtime on a copy of
+its schema with its pragmas: ``ours/ref`` is what the actors and the store
+gain or cost over that loop, measured in the same run.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from bench._context import Context, Workload, new_store
 from bench._measure import RunOutput, Sample
-from bench.workloads import _rawsqlite, _rt
+from bench.workloads import _bareloop, _rawsqlite, _rt
 from bench.workloads.append import commit_floor
 
 __all__ = ["WORKLOAD", "check_balances", "deposits"]
@@ -127,17 +136,43 @@ async def _one_runtime(
                 samples += await deposits(rt, targets, total, concurrency, ctx, gc_untouched)
             await check_balances(rt, targets, AMOUNT * sum(t for _c, t in levels))
             stats = repr(rt.statistics())
-            single = path is not None and any(c == 1 for c, _t in levels)
-            pragmas = await _rawsqlite.store_pragmas(store) if single else {}
-        if single:
+            pragmas = await _rawsqlite.store_pragmas(store) if path is not None else {}
+        if path is None:
+            return samples, stats
+        if any(c == 1 for c, _t in levels):
             # A single caller's latency, beside one-row commits through a worker thread.
-            assert path is not None
             floor = await commit_floor(path, pragmas, sizes["commits"], ctx.workdir)
             samples = [
                 replace(s, ref=floor, ref_kind="floor") if s.case.startswith("c=1 ask p50") else s
                 for s in samples
             ]
+        bare_levels = [(c, t) for c, t in levels if c > 1]
+        if not gc_untouched and bare_levels:
+            samples = await _beside_bare_loop(ctx, sizes, path, pragmas, bare_levels, samples)
         return samples, stats
+
+
+async def _beside_bare_loop(
+    ctx: Context,
+    sizes: dict[str, Any],
+    path: Path,
+    pragmas: dict[str, Any],
+    levels: list[tuple[int, int]],
+    samples: list[Sample],
+) -> list[Sample]:
+    """``samples`` with the bare loop's figures at ``levels`` as their references."""
+    _, gc_threshold = gc_variant(False)
+    with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
+        bare = await _bareloop.bare_deposits(
+            path, Path(tmp) / "bare.db", pragmas, sizes["accounts"], levels, AMOUNT, gc_threshold
+        )
+    refs: dict[str, float] = {}
+    for concurrency, result in bare.items():
+        pct = result.latencies.summary((50, 99))
+        refs[f"c={concurrency} throughput"] = len(result.latencies.values) / result.elapsed
+        refs[f"c={concurrency} ask p50"] = pct["p50"]
+        refs[f"c={concurrency} ask p99"] = pct["p99"]
+    return [replace(s, ref=refs[s.case], ref_kind="bare") if s.case in refs else s for s in samples]
 
 
 async def run(ctx: Context) -> RunOutput:

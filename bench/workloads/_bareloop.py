@@ -1,0 +1,193 @@
+"""The bare group-commit loop: deposits with no actor machinery, as a reference for ``write``.
+
+The issue that set the ``write`` target measured one: "a bare group-commit
+loop with per-account locks and no actor machinery" (~27,000 commands/s on
+its machine, against a target of 30,000 for the runtime). This is that loop,
+written the way a lean hand-rolled service would be, so the runtime's
+commands/s can be read as a ratio within one run on any machine:
+
+- each account is a ``[stream_id, version, balance]`` list in memory behind
+  its own ``asyncio.Lock``; a deposit takes the lock, builds the event row
+  (``orjson`` data, a random 128-bit id, a timestamp), queues it with a
+  future, awaits the commit, then updates the balance;
+- one writer task takes every queued row into one ``BEGIN IMMEDIATE``
+  transaction (one ``executemany``, one ``COMMIT``) on a worker thread, then
+  resolves the futures;
+- plain ``sqlite3`` on a copy of the store's schema with the store's writer
+  pragmas (synchronous=FULL included), the same 10,000 accounts and the
+  same callers (caller j deposits to accounts j, j+c, j+2c, ...), with
+  Python's generation-0 GC threshold at the runtime's default.
+
+It validates nothing beyond the amount, keeps no idempotency record and
+writes empty metadata: everything the runtime does beyond this is what its
+ratio to this loop prices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench._measure import LatencyRecorder
+from bench.workloads import _rawsqlite
+
+__all__ = ["BareResult", "bare_deposits"]
+
+_INSERT = (
+    "INSERT INTO events (stream_id, version, type, data, metadata, schema_version, "
+    "event_id, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True)
+class BareResult:
+    """One level of the bare loop: wall seconds, latencies, and how it batched."""
+
+    elapsed: float
+    latencies: LatencyRecorder
+    commits: int
+
+
+class _Loop:
+    """The accounts, the queue of rows awaiting a commit, and the writer task."""
+
+    def __init__(self, conn: sqlite3.Connection, pool: ThreadPoolExecutor, accounts: int) -> None:
+        self.conn = conn
+        self.pool = pool
+        self.accounts = [[sid, 0, 0] for sid in range(1, accounts + 1)]
+        self.locks = [asyncio.Lock() for _ in range(accounts)]
+        self.queue: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self.wake = asyncio.Event()
+        self.commits = 0
+
+    def _commit(self, rows: list[tuple[Any, ...]]) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            batch, self.queue = self.queue, []
+            if not batch:
+                continue
+            try:
+                await loop.run_in_executor(self.pool, self._commit, [row for row, _ in batch])
+            except BaseException as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(RuntimeError(f"bare loop commit failed: {exc!r}"))
+                raise
+            self.commits += 1
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def deposit(self, index: int, amount: int) -> None:
+        if amount <= 0:
+            raise ValueError("a deposit must be positive")
+        async with self.locks[index]:
+            account = self.accounts[index]
+            version = account[1] + 1
+            row = (
+                account[0],
+                version,
+                "Deposited",
+                orjson.dumps({"amount": amount}),
+                b"{}",
+                1,
+                f"{random.getrandbits(128):032x}",
+                time.time_ns(),
+            )
+            fut = asyncio.get_running_loop().create_future()
+            self.queue.append((row, fut))
+            self.wake.set()
+            await fut
+            account[1] = version
+            account[2] += amount
+
+
+async def bare_deposits(
+    source: Path,
+    target: Path,
+    pragmas: dict[str, Any],
+    accounts: int,
+    levels: list[tuple[int, int]],
+    amount: int,
+    gc_threshold: int | None,
+) -> dict[int, BareResult]:
+    """Run each ``(concurrency, total)`` level of deposits through the bare loop.
+
+    ``source`` is the store's file (its schema is copied into the new file
+    ``target``), ``pragmas`` its writer connection's
+    (:func:`_rawsqlite.store_pragmas`). The balances are checked to add up
+    afterwards. Returns the results by concurrency.
+    """
+    out: dict[int, BareResult] = {}
+    conn = _rawsqlite.copy_schema(source, target, pragmas, any_thread=True)
+    held = gc.get_threshold()
+    try:
+        conn.executemany(
+            "INSERT INTO streams (id, name, category) VALUES (?, ?, 'Account')",
+            [(sid, f"Account-bench-{sid - 1}") for sid in range(1, accounts + 1)],
+        )
+        if gc_threshold is not None:
+            gc.set_threshold(gc_threshold, *held[1:])
+        with ThreadPoolExecutor(1, thread_name_prefix="bare-writer") as pool:
+            state = _Loop(conn, pool, accounts)
+            writer = asyncio.ensure_future(state.writer())
+            try:
+                for concurrency, total in levels:
+                    out[concurrency] = await _level(state, concurrency, total, amount)
+            finally:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+        balance = sum(a[2] for a in state.accounts)
+        stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        gc.set_threshold(*held)
+        conn.close()
+    expected = sum(total for _c, total in levels)
+    if balance != amount * expected or stored != expected:
+        raise RuntimeError(
+            f"bare loop: {stored} events and a total balance of {balance}, "
+            f"expected {expected} and {amount * expected}"
+        )
+    return out
+
+
+async def _level(state: _Loop, concurrency: int, total: int, amount: int) -> BareResult:
+    latencies = LatencyRecorder()
+    n_accounts = len(state.accounts)
+    commits_before = state.commits
+
+    async def caller(j: int, count: int) -> None:
+        clock = time.perf_counter
+        record = latencies.values.append
+        deposit = state.deposit
+        for i in range(count):
+            t0 = clock()
+            await deposit((j + i * concurrency) % n_accounts, amount)
+            record(clock() - t0)
+
+    counts = [total // concurrency + (j < total % concurrency) for j in range(concurrency)]
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller(j, n) for j, n in enumerate(counts) if n))
+    elapsed = time.perf_counter() - t0
+    return BareResult(elapsed, latencies, state.commits - commits_before)
