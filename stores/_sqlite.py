@@ -84,8 +84,8 @@ class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
             taking turns with it for the GIL (see ``_sqlite_writer_process``):
             more appends/s under many concurrent appenders, a pipe round
             trip more per batch. ``"auto"`` (default on POSIX): the thread,
-            plus a writer process started the first time a batch of 64
-            appends or more comes (heavy load), which then takes such
+            plus a writer process started the first time a batch of 16
+            appends or more comes (concurrent load), which then takes such
             batches while small ones stay on the thread. If the process
             dies, the batch it was writing fails with ``StoreUnavailable``
             (its outcome is unknown), the thread takes every batch, and a

@@ -10,8 +10,8 @@ wall time for ~4.7 ms of CPU; the process used one core's worth of CPU). A
 child process has its own interpreter and GIL: the same :func:`write_batch`
 runs there, in parallel with the event loop (the README's benchmarks give the
 figures). It costs a pipe round trip and serialising per batch, which is why
-``writer="auto"`` (the default) sends it only large batches (64 appends or
-more, i.e. heavy load) and starts it only when the first one comes; the
+``writer="auto"`` (the default) sends it only batches of 16 appends or more
+(``LARGE_BATCH``: concurrent load) and starts it only when the first one comes; the
 thread keeps small batches and their latency. Only one batch is in flight at
 a time, so the two connections do not contend.
 
