@@ -177,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"store={args.store}"
         + (f", sqlite_writer={args.sqlite_writer}" if args.sqlite_writer != "auto" else "")
         + (f", loop={args.loop}" if args.loop != "asyncio" else "")
+        + (f", {meta['cpu_model']}" if meta.get("cpu_model") else "")
         + f", {meta['date']})",
     )
     for r in results:

@@ -14,7 +14,7 @@ from typing import Any
 
 from bench._context import Context, durability_label
 
-__all__ = ["describe", "postgres_settings"]
+__all__ = ["cpu_model", "describe", "postgres_settings"]
 
 _PACKAGES = ("actorsourcing", "aiosqlite", "orjson", "anyio", "asyncpg", "eventsourcing", "uvloop")
 
@@ -41,6 +41,31 @@ def _git_commit(root: Path) -> str | None:
     return done.stdout.strip() or None
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``).
+
+    Machines of one kind differ: the same code ran 1.8x slower on one than on
+    another, so a figure is read with the CPU it ran on.
+    """
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name")
+    if name is None:
+        return platform.processor() or None
+    # A virtual machine may show only "AMD EPYC": family and model tell the generation.
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
 def describe(ctx: Context, repeat: int) -> dict[str, Any]:
     """The run's metadata: versions, CPUs, load, date, sizes mode, durability, directory."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -56,6 +81,7 @@ def describe(ctx: Context, repeat: int) -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "sqlite": sqlite3.sqlite_version,
         "platform": platform.platform(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "load_average": [round(x, 2) for x in load] if load else None,

@@ -192,6 +192,10 @@ def test_json_records_the_run_settings(smoke_run: dict[str, Any]) -> None:
         assert meta[key], key
     assert meta["mode"] == "smoke"
     assert meta["repeat"] == 1
+    if Path("/proc/cpuinfo").exists():  # Linux: the model name is read from there
+        name = meta["cpu_model"].split(" (family")[0]
+        assert name
+        assert f": {name}\n" in Path("/proc/cpuinfo").read_text()
     assert "synchronous=FULL" in meta["durability"]
 
 
