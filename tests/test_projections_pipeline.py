@@ -221,6 +221,15 @@ async def test_sink_worker_runs_in_order_and_skips_after_a_pipelined_failure() -
     assert not thread.is_alive()
 
 
+def test_hand_off_starts_where_the_store_leaves_its_writer_thread() -> None:
+    """Pages as large as the batches SQLiteStore commits in its writer process are handed
+    the GIL: with no writer thread yielding it, the loop is busy at that size (a read model
+    fell 100-300 ms behind when the hand-off began at 64 and the process at 16)."""
+    from stores._sqlite_writer import LARGE_BATCH
+
+    assert HANDOFF_MIN_EVENTS <= LARGE_BATCH
+
+
 @pytest.mark.anyio
 async def test_large_pipelined_batch_hands_the_gil_over_small_one_does_not() -> None:
     """A batch of HANDOFF_MIN_EVENTS or more returns only once applied; a smaller one at once."""
