@@ -46,6 +46,10 @@ def cpu_model() -> str | None:
 
     Machines of one kind differ: the same code ran 1.8x slower on one than on
     another, so a figure is read with the CPU it ran on.
+
+    Returns:
+        The name with family and model (x86), the implementer and part codes
+        (arm64 Linux, which names no model), or None when nothing says.
     """
     fields: dict[str, str] = {}
     try:
@@ -59,7 +63,10 @@ def cpu_model() -> str | None:
         pass
     name = fields.get("model name")
     if name is None:
-        return platform.processor() or None
+        if "CPU implementer" in fields and "CPU part" in fields:  # arm64 Linux
+            codes = f"implementer {fields['CPU implementer']}, part {fields['CPU part']}"
+            return f"{platform.machine()} ({codes})"
+        return platform.processor() or platform.machine() or None
     # A virtual machine may show only "AMD EPYC": family and model tell the generation.
     if "cpu family" in fields and "model" in fields:
         name += f" (family {fields['cpu family']}, model {fields['model']})"

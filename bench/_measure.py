@@ -78,7 +78,9 @@ class Sample:
         unit: Its unit (``"events/s"``, ``"ms"``, ``"bytes"``...).
         ref: A reference measured in the *same* run (the raw floor or the other
             library), so the ratio ``value / ref`` is computed within one run.
-        ref_kind: ``"floor"`` or ``"theirs"`` when ``ref`` is set.
+        ref_kind: What ``ref`` is, when set: ``"floor"`` (plain ``sqlite3``),
+            ``"theirs"`` (the other library), ``"read"`` (reading the same
+            rows) or ``"bare"`` (the bare group-commit loop).
         params: The sizes behind this figure (concurrency, counts...).
     """
 

@@ -19,7 +19,7 @@ to a waiting thread only when the loop blocks or after the switch interval
 (5 ms) has passed, so a batch that needs ~2.5 ms of CPU took a median 11.7 ms
 and up to 88 ms of wall time under the 1,000-caller benchmark: that was the
 read model's live lag. So for a batch of at least :data:`HANDOFF_MIN_EVENTS`
-events (a sign that the loop is under load) from the live feed (the sink
+events (usually a sign that the loop is under load) from the live feed (the sink
 passes 0 for catch-up and rebuild pages, which must not hold writers back),
 :meth:`SinkWorker.pipeline` blocks the loop on the batch's completion for up
 to :data:`HANDOFF_WAIT`, which hands the GIL to the read model's thread for
@@ -32,7 +32,10 @@ the next 1, 2, 4 ... up to :data:`HANDOFF_MAX_SKIP` batches are queued
 without waiting, so a slow projector costs writers at most one
 ``HANDOFF_WAIT`` per that many batches; the first batch done in time
 resets the back-off. Small batches (light load) never wait: there the loop
-is mostly idle and the thread gets the GIL at once.
+is mostly idle and the thread gets the GIL at once. A batch that large at
+light load (one command recording many events) holds the loop's other tasks
+for about the time the thread takes to apply and commit it (~2.5 ms of CPU
+for 500 events here, plus the commit).
 """
 
 from __future__ import annotations
@@ -72,10 +75,11 @@ HANDOFF_MIN_EVENTS = 16
 The size from which ``SQLiteStore(writer="auto")`` commits in its writer
 process (``stores._sqlite_writer.LARGE_BATCH``): from there on no writer
 thread makes the loop yield the GIL, so the loop can be busy with batches of
-that size. At 64 (when the process took only batches of 64+), 100 callers
-sending deposits (50-event batches, in the writer process since 12-06) left
-a read model 96-196 ms behind at p99 (to its commit), against 9-19 ms at 16
-with the same write load; 1,000 callers: 11-17 ms either way.
+that size. At 64 (set when the process took only batches of 64+), 100
+callers sending deposits (50-event batches, in the writer process since
+12-06) left a read model 91-301 ms behind at p99 (to its commit), against
+2.1-18.5 ms at 16 with the same write load; at 1,000 callers 11-23 ms with
+64 and 12-17 ms with 16 in three of four interleaved runs (66 ms in one).
 """
 HANDOFF_WAIT = 0.025
 """Seconds the loop waits at most for a handed-off batch."""

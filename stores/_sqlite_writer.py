@@ -33,16 +33,21 @@ __all__ = ["GroupCommitWriter"]
 
 # Queued appends at which an idle writer primes its two-batch pipeline, and the
 # batch size from which writer="auto" sends batches to its writer process. The
-# two go together: a crowd of 32 commits as two cohorts of 16 that take turns
-# (one commits in the process while the event loop prepares the other's next
-# appends), and a cohort on the writer *thread* would fight the event loop for
-# the GIL instead. Measured with the runtime's deposits (5 interleaved rounds,
-# medians, on a 2-core machine where 1,000 callers gave ~19k commands/s):
-# 64/64 gave 9,659 commands/s at 32 callers and 10,487 at 100; 32/16 gave
-# 15,088 and 18,563, with 1, 16 and 1,000 callers unchanged. Appends alone at
-# 100 appenders: 15,817 -> 22,576 events/s. Below 16 the thread answers sooner
-# (no pipe round trip).
+# two go together: with a writer process, a crowd of 32 commits as two cohorts
+# of 16 that take turns (one commits in the process while the event loop
+# prepares the other's next appends); a cohort on the writer *thread* would
+# take turns with the event loop for the GIL instead. Measured with the
+# runtime's deposits (5 interleaved rounds, medians, on a 2-core machine where
+# 1,000 callers gave ~19k commands/s): split at 64 and process from 64 gave
+# 9,659 commands/s at 32 callers and 10,487 at 100; 32 and 16 gave 15,088 and
+# 18,563, with 1, 16 and 1,000 callers unchanged. Appends alone at 100
+# appenders: 15,817 -> 22,576 events/s. Below 16 the thread answers sooner (no
+# pipe round trip). With no process (writer="thread", or "auto" before its
+# process is up) the split stays at 64: there both cohorts commit on the one
+# thread, one fsync after the other, and splitting 40-48 appenders in two cost
+# 15-30% of their appends/s (three interleaved rounds).
 _SPLIT_AT = 32
+_SPLIT_AT_THREAD = 64
 LARGE_BATCH = 16
 """Appends in a batch from which writer="auto" hands batches to its writer process."""
 
@@ -232,7 +237,8 @@ class GroupCommitWriter:
             # in two, so its second half commits while the first half's
             # callers prepare their next appends.
             queued = len(self._pending)
-            limit = (queued + 1) // 2 if queued >= _SPLIT_AT else queued
+            split_at = _SPLIT_AT if self._run_elsewhere is not None else _SPLIT_AT_THREAD
+            limit = (queued + 1) // 2 if queued >= split_at else queued
             batch = self._take_batch(min(limit, self._max_appends))
             if batch:
                 self._start(batch)

@@ -221,13 +221,31 @@ async def test_sink_worker_runs_in_order_and_skips_after_a_pipelined_failure() -
     assert not thread.is_alive()
 
 
-def test_hand_off_starts_where_the_store_leaves_its_writer_thread() -> None:
-    """Pages as large as the batches SQLiteStore commits in its writer process are handed
-    the GIL: with no writer thread yielding it, the loop is busy at that size (a read model
-    fell 100-300 ms behind when the hand-off began at 64 and the process at 16)."""
+@pytest.mark.anyio
+async def test_a_batch_committed_in_the_writer_process_is_handed_the_gil(tmp_path: Path) -> None:
+    """The smallest batch SQLiteStore commits in its process is a live page the loop hands off.
+
+    No writer thread yields the GIL once batches go to the process, so the loop
+    can be busy at that size: with the hand-off from 64 events and the process
+    from 16 appends, a read model fell 91-301 ms behind at 100 callers.
+    """
+    from stores import SQLiteStore
     from stores._sqlite_writer import LARGE_BATCH
 
-    assert HANDOFF_MIN_EVENTS <= LARGE_BATCH
+    gate = Gate(bad=set())
+    gate.open.set()
+    projector = log_projector(tmp_path, gate)
+    store = SQLiteStore(tmp_path / "events.db", writer="process")
+    async with store, ProjectionEngine(store, [projector]):
+        sink = projector._sink
+        assert sink is not None
+        worker = sink._worker  # type: ignore[attr-defined]
+        async with anyio.create_task_group() as tg:  # one crowd: one batch, one page
+            for n in range(LARGE_BATCH):
+                tg.start_soon(store.append, f"S-{n}", [NewEvent("T.A", {})], 0)
+        await projector.wait_for(LARGE_BATCH, timeout=10)
+        assert store.statistics().batch_sizes == {LARGE_BATCH: 1}
+        assert worker.handoffs + worker.handoff_timeouts == 1
 
 
 @pytest.mark.anyio

@@ -209,3 +209,56 @@ def test_fast_append_result_equals_the_dataclass_and_stays_frozen() -> None:
     assert type(fast) is AppendResult
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.version = 4  # type: ignore[misc]
+
+
+async def _crowd(store: SQLiteStore, prefix: str, count: int) -> None:
+    """``count`` concurrent first appends, all queued before the writer wakes (one crowd)."""
+    async with anyio.create_task_group() as tg:
+        for n in range(count):
+            tg.start_soon(store.append, f"{prefix}-{n}", [ev(n=n)], 0)
+
+
+@pytest.mark.anyio
+async def test_with_a_writer_process_a_crowd_of_32_commits_as_two_cohorts_there(
+    tmp_path: Path,
+) -> None:
+    """With a writer process, 32 appends queued while idle commit as two batches of 16."""
+    async with SQLiteStore(tmp_path / "events.db", writer="process") as store:
+        process = store._process
+        assert process is not None
+        assert process.usable
+        before, sent = store.statistics(), process.batches
+        await _crowd(store, "C", 32)
+        after = store.statistics()
+        assert (after.batches - before.batches, process.batches - sent) == (2, 2)
+        assert after.batch_sizes[16] - before.batch_sizes.get(16, 0) == 2
+
+
+@pytest.mark.anyio
+async def test_on_the_writer_thread_a_crowd_of_48_commits_in_one_batch(tmp_path: Path) -> None:
+    """With no writer process a crowd under 64 is not split (two fsyncs on one thread)."""
+    async with SQLiteStore(tmp_path / "events.db", writer="thread") as store:
+        await _crowd(store, "C", 48)
+        stats = store.statistics()
+        assert (stats.batches, stats.max_batch) == (1, 48)
+
+
+@pytest.mark.anyio
+async def test_auto_writer_sends_batches_of_16_to_its_process_and_keeps_smaller_ones(
+    tmp_path: Path,
+) -> None:
+    """writer="auto", its process up: a batch of 16 appends goes there, 15 stay on the thread."""
+    async with SQLiteStore(tmp_path / "events.db") as store:
+        await _crowd(store, "W", 16)  # the first batch of 16: the process starts
+        with anyio.fail_after(30):
+            while True:  # polled: the store signals nothing when its process is up
+                process = store._process
+                if process is not None and process.usable:
+                    break
+                await anyio.sleep(0.01)
+        sent = process.batches
+        await _crowd(store, "S", 15)
+        assert process.batches == sent
+        await _crowd(store, "L", 16)
+        assert process.batches == sent + 1
+        assert store.statistics().appends == 47
