@@ -48,6 +48,14 @@ _STATE = (
     "(SELECT max(e.version) FROM events e WHERE e.stream_id = s.id), 0))"
     " FROM streams s WHERE s.name IN (SELECT value FROM json_each(?))"
 )
+# The same for a batch of one stream (every batch of a lone caller): a plain
+# parameter instead of a JSON list, ~half the time of the statement above.
+# The LEFT JOIN gives one row for a stream that does not exist yet (id NULL).
+_STATE_ONE = (
+    "SELECT (SELECT max(position) FROM events), (SELECT max(id) FROM streams), s.id,"
+    " (SELECT max(e.version) FROM events e WHERE e.stream_id = s.id)"
+    " FROM (SELECT 1) LEFT JOIN streams s ON s.name = ?"
+)
 _COMMANDS = (
     "SELECT command_id, stream, version, first_position, last_position, reply"
     " FROM commands WHERE command_id IN (SELECT value FROM json_each(?))"
@@ -213,17 +221,24 @@ def _attempt(
         # Read the head and versions INSIDE the write transaction: another
         # process may have written since our last batch.
         names = {r.stream: None for r in batch}
-        head, max_id, found_names, found_ids, found_versions = conn.execute(
-            _STATE, (_json_text(list(names)),)
-        ).fetchone()
-        position = head or 0
-        next_id = max_id or 0
-        loads = orjson.loads
-        found = loads(found_names)
-        ids: dict[str, int] = dict(zip(found, loads(found_ids), strict=True))
         # Updated as the batch's appends are decided: a later append to the
         # same stream in this batch sees the version after the earlier one.
-        versions: dict[str, int] = dict(zip(found, loads(found_versions), strict=True))
+        ids: dict[str, int]
+        versions: dict[str, int]
+        if len(names) == 1:
+            (name,) = names
+            head, max_id, sid, top = conn.execute(_STATE_ONE, (name,)).fetchone()
+            ids = {name: sid} if sid is not None else {}
+            versions = {name: top or 0} if sid is not None else {}
+        else:
+            head, max_id, found_names, found_ids, found_versions = conn.execute(
+                _STATE, (_json_text(list(names)),)
+            ).fetchone()
+            found = orjson.loads(found_names)
+            ids = dict(zip(found, orjson.loads(found_ids), strict=True))
+            versions = dict(zip(found, orjson.loads(found_versions), strict=True))
+        position = head or 0
+        next_id = max_id or 0
         command_ids = [r.command_id for r in batch if r.command_id is not None]
         recorded: dict[str, CommandRecord] = {}
         if command_ids:
