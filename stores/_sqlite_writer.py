@@ -3,10 +3,13 @@
 Callers put encoded appends on a deque and await them: each request is itself a
 plain asyncio future (an anyio stream costs ~5 us a message, DESIGN.md). Batches go to
 :func:`write_batch` on a dedicated thread that owns the write connection: one
-thread hop and one transaction per batch, however many appends it holds. A
-long-lived task starts the pipeline when it is idle; from then on each batch's
-completion (ONE ``call_soon_threadsafe`` per batch) starts the next batch and
-resolves the finished one's futures. With a writer process
+thread hop and one transaction per batch, however many appends it holds. The
+first append queued while the pipeline is idle schedules one callback
+(``call_soon``) that starts it, after the appends queued in the same
+event-loop iteration have joined; from then on each batch's completion (ONE
+``call_soon_threadsafe`` per batch) starts the next batch and resolves the
+finished one's futures. The writer task only waits for :meth:`close` and
+drains the queue then: no task wakes per batch. With a writer process
 (``_sqlite_writer_process``, ``SQLiteStore(writer="auto"|"process")``) large
 batches run the same :func:`write_batch` there instead, one batch in flight
 either way, and complete through the same :meth:`GroupCommitWriter._done`.
@@ -92,9 +95,10 @@ class GroupCommitWriter:
         # The event loop the writer runs on: callers create their futures here.
         self.loop = asyncio.get_running_loop()
         self._pending: deque[AppendRequest] = deque()
-        self._wake = asyncio.Event()
+        self._kicked = False  # a _kick is scheduled
+        self._close_requested = asyncio.Event()
         self._closing = False
-        self._stopped = False  # run() has returned: no batch may start any more
+        self._stopped = False  # run() is finishing: no batch may start any more
         self._inflight = False  # a batch is on the writer thread
         self._idle = asyncio.Event()  # set while no batch is on the thread
         self._idle.set()
@@ -107,13 +111,21 @@ class GroupCommitWriter:
 
     def submit(self, request: AppendRequest) -> None:
         """Queue an append; its future resolves after its batch's COMMIT."""
+        if self._stopped:
+            request.set_exception(StoreClosed("the store's writer stopped"))
+            return
         self._pending.append(request)
-        self._wake.set()
+        if not self._inflight and not self._kicked:
+            # One callback per idle spell, not a task wake-up: it runs in the
+            # next event-loop iteration, so what else is queued in this one
+            # joins the batch. A batch in flight takes the queue in _done.
+            self._kicked = True
+            self.loop.call_soon(self._kick)
 
     def close(self) -> None:
         """Ask :meth:`run` to commit what is queued and return."""
         self._closing = True
-        self._wake.set()
+        self._close_requested.set()
 
     def fail_pending(self, message: str) -> None:
         """Fail every queued append with StoreClosed (when the writer cannot run them)."""
@@ -127,9 +139,18 @@ class GroupCommitWriter:
         return self._counters.snapshot()
 
     async def run(self) -> None:
-        """The writer task: commit batches until closed and drained."""
+        """The writer task: wait for :meth:`close`, then commit what is queued and return.
+
+        Batches start without it (:meth:`_kick`, :meth:`_done`); it is here
+        for the end: draining the queue, and on cancellation waiting for
+        the batch in flight and failing what never ran.
+        """
         try:
-            await self._loop()
+            await self._close_requested.wait()
+            while self._pending or self._inflight:
+                if not self._inflight:
+                    self._kick()
+                await self._idle.wait()
         finally:
             # A batch on the thread commits or fails as a whole (a cancelled
             # await would not stop the thread anyway), and its callers still
@@ -219,34 +240,28 @@ class GroupCommitWriter:
             if following:
                 self._start(following)
             else:
+                # Idle: the next submit kicks (what is still queued here was
+                # cancelled, or the writer stopped: run() fails it).
                 self._inflight = False
                 self._idle.set()
-                if self._pending or self._closing:
-                    self._wake.set()  # the writer task takes over (or finishes)
         finally:
             self._finish(batch, outcome)
 
-    async def _loop(self) -> None:
-        while True:
-            if self._inflight:
-                # Each batch's completion starts the next one (see _done);
-                # this task only starts the pipeline when it ran dry.
-                await self._idle.wait()
-                continue
-            # Pipeline empty: a crowd that queued while we were idle is split
-            # in two, so its second half commits while the first half's
-            # callers prepare their next appends.
+    def _kick(self) -> None:
+        """On the loop: start the pipeline, unless a batch is in flight or the writer stopped.
+
+        A crowd that queued while the pipeline was idle is split in two, so
+        its second half commits while the first half's callers prepare their
+        next appends.
+        """
+        self._kicked = False
+        while not self._inflight and self._pending and not self._stopped:
             queued = len(self._pending)
             split_at = _SPLIT_AT if self._run_elsewhere is not None else _SPLIT_AT_THREAD
             limit = (queued + 1) // 2 if queued >= split_at else queued
             batch = self._take_batch(min(limit, self._max_appends))
             if batch:
-                self._start(batch)
-                continue
-            if self._closing and not self._pending:
-                return
-            self._wake.clear()
-            await self._wake.wait()
+                self._start(batch)  # in flight now, unless the executor refused it
 
     def _finish(self, batch: list[AppendRequest], outcome: int | Exception | None) -> None:
         """Count, announce and resolve a batch the writer thread has finished."""

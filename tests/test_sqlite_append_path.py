@@ -262,3 +262,18 @@ async def test_auto_writer_sends_batches_of_16_to_its_process_and_keeps_smaller_
         await _crowd(store, "L", 16)
         assert process.batches == sent + 1
         assert store.statistics().appends == 47
+
+
+@pytest.mark.anyio
+async def test_an_append_after_the_writer_task_stopped_fails_at_once(tmp_path: Path) -> None:
+    """Once the writer task has drained and returned, an append fails: none waits forever."""
+    async with SQLiteStore(tmp_path / "events.db", writer="thread") as store:
+        await store.append("Acc-1", [ev()], 0)
+        writer = store._writer
+        assert writer is not None
+        writer.close()  # the writer task drains and returns; the store still says open
+        with anyio.fail_after(5):
+            while not writer._stopped:  # noqa: ASYNC110 - polls a private flag, no event to wait on
+                await anyio.sleep(0.005)
+            with pytest.raises(StoreClosed):
+                await store.append("Acc-1", [ev()], 1)
