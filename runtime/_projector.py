@@ -208,8 +208,7 @@ class Projector(abc.ABC):
         epoch = self._epoch
         with anyio.CancelScope() as scope:
             self._restart = scope
-            async with self._lock:
-                await settle(self)  # a queued batch failed: deal with it first
+            await self._settle_when_running()
             if self._failure is not None:
                 await self._wait_running()
                 return  # re-read from the checkpoint (resume retries the event)
@@ -222,6 +221,23 @@ class Projector(abc.ABC):
             ) as subscription:
                 self._subscription = subscription
                 await follow(self, subscription, epoch)
+
+    async def _settle_when_running(self) -> None:
+        """Deal with a queued batch that failed (settle), but never while paused.
+
+        A batch can fail on the sink's thread while pause() drains it: the
+        drain ends, pause() returns, and the failure wakes this task. Applying
+        that batch the slow way (retry, split, park) would move a paused read
+        model, so wait for resume() first. Paused is checked again under the
+        lock: a pause() that got the lock first has returned by the time we hold it.
+        """
+        assert self._lock is not None
+        while True:
+            await self._wait_running()
+            async with self._lock:
+                if not self._paused:
+                    await settle(self)
+                    return
 
     async def _wait_running(self) -> None:
         while self._paused or self._failure is not None:
