@@ -240,6 +240,11 @@ async def test_a_batch_committed_in_the_writer_process_is_handed_the_gil(tmp_pat
         sink = projector._sink
         assert sink is not None
         worker = sink._worker  # type: ignore[attr-defined]
+        # Only a live page is handed off: one read from the log (the projector
+        # not yet on the live feed when the batch commits) is not.
+        with anyio.fail_after(10):
+            while not projector.statistics().live:  # noqa: ASYNC110 - no event reports it
+                await anyio.sleep(0.001)
         async with anyio.create_task_group() as tg:  # one crowd: one batch, one page
             for n in range(LARGE_BATCH):
                 tg.start_soon(store.append, f"S-{n}", [NewEvent("T.A", {})], 0)
