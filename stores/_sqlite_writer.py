@@ -236,13 +236,14 @@ class GroupCommitWriter:
         the event loop while N+1 commits on the other core.
         """
         try:
-            following = self._take_batch(self._max_appends) if not self._stopped else []
-            if following:
-                self._start(following)
-            else:
-                # Idle: the next submit kicks (what is still queued here was
-                # cancelled, or the writer stopped: run() fails it).
-                self._inflight = False
+            self._inflight = False
+            while self._pending and not self._inflight and not self._stopped:
+                following = self._take_batch(self._max_appends)
+                if following:
+                    self._start(following)  # in flight now, unless the executor refused it
+            if not self._inflight:
+                # Idle: the next submit kicks (if the writer stopped, run()
+                # fails what is still queued).
                 self._idle.set()
         finally:
             self._finish(batch, outcome)

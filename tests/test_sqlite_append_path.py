@@ -277,3 +277,52 @@ async def test_an_append_after_the_writer_task_stopped_fails_at_once(tmp_path: P
                 await anyio.sleep(0.005)
             with pytest.raises(StoreClosed):
                 await store.append("Acc-1", [ev()], 1)
+
+
+@pytest.mark.anyio
+async def test_a_batch_the_executor_refuses_after_a_commit_leaves_the_writer_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """_done starting the next batch on an executor that refuses it (shut down; at
+    interpreter exit every executor does) fails that batch and leaves the pipeline idle:
+    a later append is refused (or, once the executor takes work again, committed), none
+    waits forever, and close does not hang."""
+    path = tmp_path / "events.db"
+    store = SQLiteStore(path, writer="thread")
+    with anyio.fail_after(10):
+        await store.open()
+        writer = store._writer
+        executor = store._executor
+        assert writer is not None
+        assert executor is not None
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the first batch waits on the thread
+        first = store.start_append("Acc-1", [ev()], 0)
+        while not writer._inflight:  # noqa: ASYNC110 - polls a private flag, no event to wait on
+            await anyio.sleep(0.005)
+        second = store.start_append("Acc-2", [ev()], 0)  # queued: _done starts it
+        submit = executor.submit
+
+        def refuse(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            if fn == writer._run_batch:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            return submit(fn, *args, **kwargs)
+
+        monkeypatch.setattr(executor, "submit", refuse)
+        blocker.execute("COMMIT")
+        blocker.close()
+        assert (await first).version == 1
+        with pytest.raises(StoreClosed):
+            await second
+        try:
+            with anyio.fail_after(2), pytest.raises(StoreClosed):
+                await store.start_append("Acc-3", [ev()], 0)
+            monkeypatch.setattr(executor, "submit", submit)
+            with anyio.fail_after(2):
+                assert (await store.append("Acc-4", [ev()], 0)).version == 1
+        finally:
+            if writer._inflight and not writer._idle.is_set():  # wedged: let close finish
+                writer._inflight = False
+                writer._idle.set()
+            monkeypatch.setattr(executor, "submit", submit)
+            await store.aclose()
