@@ -18,6 +18,7 @@ either way, and complete through the same :meth:`GroupCommitWriter._done`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -96,8 +97,12 @@ class GroupCommitWriter:
         self.loop = asyncio.get_running_loop()
         self._pending: deque[AppendRequest] = deque()
         self._kicked = False  # a _kick is scheduled
+        # _kick runs in the context the writer was made in (the store's open()),
+        # as the writer task did, not in a copy of whichever caller's append
+        # kicked it: a writer process it starts must not log with that
+        # caller's bound structlog context (its address, its command id).
+        self._context = contextvars.copy_context()
         self._close_requested = asyncio.Event()
-        self._closing = False
         self._stopped = False  # run() is finishing: no batch may start any more
         self._inflight = False  # a batch is on the writer thread
         self._idle = asyncio.Event()  # set while no batch is on the thread
@@ -120,11 +125,10 @@ class GroupCommitWriter:
             # next event-loop iteration, so what else is queued in this one
             # joins the batch. A batch in flight takes the queue in _done.
             self._kicked = True
-            self.loop.call_soon(self._kick)
+            self.loop.call_soon(self._kick, context=self._context)
 
     def close(self) -> None:
         """Ask :meth:`run` to commit what is queued and return."""
-        self._closing = True
         self._close_requested.set()
 
     def fail_pending(self, message: str) -> None:
@@ -160,7 +164,6 @@ class GroupCommitWriter:
                 await self._idle.wait()
             # Normally empty here. If the writer failed (a bug) or was
             # cancelled, no caller may wait forever for an answer.
-            self._closing = True
             self.fail_pending("the store's writer stopped")
 
     def _take_batch(self, limit: int) -> list[AppendRequest]:

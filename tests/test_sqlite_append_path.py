@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import multiprocessing
 import sqlite3
 import warnings
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from stores import (
 from stores import _codec as codec
 from stores import _sqlite_batch as batch_module
 from stores import _sqlite_schema as schema
+from stores._sqlite_writer import LARGE_BATCH
 
 
 def ev(**data: Any) -> NewEvent:
@@ -326,3 +329,40 @@ async def test_a_batch_the_executor_refuses_after_a_commit_leaves_the_writer_idl
                 writer._idle.set()
             monkeypatch.setattr(executor, "submit", submit)
             await store.aclose()
+
+
+_CALLER_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("caller_var")
+
+
+@pytest.mark.anyio
+async def test_the_writer_process_starts_outside_the_appending_callers_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch that starts writer="auto"'s process does not lend it its callers' contextvars.
+
+    The process starter is a task started where the batch begins; had that been
+    the kicking caller's context, its logs would carry that caller's structlog
+    bindings (say, the address and command id a runtime binds per command).
+    """
+    seen: list[str | None] = []
+    async with SQLiteStore(tmp_path / "events.db") as store:
+        monkeypatch.setattr(store, "_start_auto", _record_var(seen))
+
+        async def append(n: int) -> None:
+            _CALLER_VAR.set(f"caller-{n}")
+            await store.append(f"C-{n}", [ev()], 0)
+
+        async with anyio.create_task_group() as tg:  # one crowd of 16: the process is wanted
+            for n in range(LARGE_BATCH):
+                tg.start_soon(append, n)
+        with anyio.fail_after(10):
+            while not seen:  # noqa: ASYNC110 - the recorder has no event to wait on
+                await anyio.sleep(0.005)
+    assert seen == [None]
+
+
+def _record_var(seen: list[str | None]) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def start_auto() -> None:
+        seen.append(_CALLER_VAR.get(None))
+
+    return start_auto
