@@ -240,10 +240,7 @@ class GroupCommitWriter:
         """
         try:
             self._inflight = False
-            while self._pending and not self._inflight and not self._stopped:
-                following = self._take_batch(self._max_appends)
-                if following:
-                    self._start(following)  # in flight now, unless the executor refused it
+            self._start_next(split=False)
             if not self._inflight:
                 # Idle: the next submit kicks (if the writer stopped, run()
                 # fails what is still queued).
@@ -252,20 +249,29 @@ class GroupCommitWriter:
             self._finish(batch, outcome)
 
     def _kick(self) -> None:
-        """On the loop: start the pipeline, unless a batch is in flight or the writer stopped.
-
-        A crowd that queued while the pipeline was idle is split in two, so
-        its second half commits while the first half's callers prepare their
-        next appends.
-        """
+        """On the loop (scheduled by submit): start the idle pipeline."""
         self._kicked = False
+        self._start_next(split=True)
+
+    def _start_next(self, *, split: bool) -> None:
+        """Start the next batch, unless one is in flight or the writer stopped.
+
+        A batch the executor refuses fails (see :meth:`_start`) and the next
+        one is tried, so this returns with a batch in flight or nothing
+        queued. ``split``: the pipeline was idle, so a crowd that queued
+        meanwhile is split in two: its second half commits while the first
+        half's callers prepare their next appends.
+        """
         while not self._inflight and self._pending and not self._stopped:
+            limit = self._max_appends
             queued = len(self._pending)
-            split_at = _SPLIT_AT if self._run_elsewhere is not None else _SPLIT_AT_THREAD
-            limit = (queued + 1) // 2 if queued >= split_at else queued
-            batch = self._take_batch(min(limit, self._max_appends))
+            if split and queued >= (
+                _SPLIT_AT if self._run_elsewhere is not None else _SPLIT_AT_THREAD
+            ):
+                limit = min(limit, (queued + 1) // 2)
+            batch = self._take_batch(limit)
             if batch:
-                self._start(batch)  # in flight now, unless the executor refused it
+                self._start(batch)
 
     def _finish(self, batch: list[AppendRequest], outcome: int | Exception | None) -> None:
         """Count, announce and resolve a batch the writer thread has finished."""
