@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +20,31 @@ from stores import (
 from tests._store_helpers import ev
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    """An open SQLiteStore on a fresh file."""
-    async with SQLiteStore(tmp_path / "events.db") as s:
-        yield s
-
-
 @pytest.mark.anyio
 async def test_consumer_transaction_commits_or_rolls_back_with_its_checkpoint(
-    store: SQLiteStore,
+    tmp_path: Path,
 ) -> None:
     """Read-model rows and the checkpoint commit together, and roll back together."""
-    async with store.open_consumer_transaction("proj") as txn:
-        assert isinstance(txn.connection, aiosqlite.Connection)
-        await txn.connection.execute("CREATE TABLE rm (k TEXT)")
-        await txn.connection.execute("INSERT INTO rm VALUES ('a')")
-        await txn.set_checkpoint(5)
-
-    async def fail_inside() -> None:
+    async with SQLiteStore(tmp_path / "events.db") as store:
         async with store.open_consumer_transaction("proj") as txn:
-            assert txn.checkpoint == 5
-            await txn.connection.execute("INSERT INTO rm VALUES ('b')")
-            await txn.set_checkpoint(9)
-            raise RuntimeError("boom")
+            assert isinstance(txn.connection, aiosqlite.Connection)
+            await txn.connection.execute("CREATE TABLE rm (k TEXT)")
+            await txn.connection.execute("INSERT INTO rm VALUES ('a')")
+            await txn.set_checkpoint(5)
 
-    with pytest.raises(RuntimeError, match="boom"):
-        await fail_inside()
-    assert await store.get_checkpoint("proj") == 5
-    async with store.open_consumer_transaction("proj") as txn:
-        rows = list(await txn.connection.execute_fetchall("SELECT k FROM rm"))
-    assert [r[0] for r in rows] == ["a"]
+        async def fail_inside() -> None:
+            async with store.open_consumer_transaction("proj") as txn:
+                assert txn.checkpoint == 5
+                await txn.connection.execute("INSERT INTO rm VALUES ('b')")
+                await txn.set_checkpoint(9)
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            await fail_inside()
+        assert await store.get_checkpoint("proj") == 5
+        async with store.open_consumer_transaction("proj") as txn:
+            rows = list(await txn.connection.execute_fetchall("SELECT k FROM rm"))
+        assert [r[0] for r in rows] == ["a"]
 
 
 @pytest.mark.anyio
