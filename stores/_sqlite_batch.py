@@ -16,9 +16,8 @@ import asyncio
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -27,7 +26,17 @@ from stores._errors import ConcurrencyError, DuplicateCommand, StoreError, Store
 from stores._sqlite_rows import from_micros
 from stores._types import AppendResult, CommandRecord, category_of
 
-__all__ = ["ANY_VERSION", "AppendRequest", "is_busy", "write_batch"]
+__all__ = [
+    "ANY_VERSION",
+    "AppendRequest",
+    "BatchItem",
+    "BatchOutcome",
+    "error_as_tuple",
+    "is_busy",
+    "items_of",
+    "outcomes",
+    "write_batch",
+]
 
 ANY_VERSION = -1
 """``expected`` of a request that skips the version check (``ANY``)."""
@@ -151,7 +160,7 @@ class AppendRequest(asyncio.Future[AppendResult]):
     fewer and smaller collections.
     """
 
-    __slots__ = ("command_id", "events", "expected", "outcome", "reply", "stream")
+    __slots__ = ("command_id", "events", "expected", "reply", "stream")
 
     def __init__(
         self,
@@ -170,7 +179,85 @@ class AppendRequest(asyncio.Future[AppendResult]):
         self.expected = expected
         self.command_id = command_id
         self.reply = reply
-        self.outcome: AppendResult | StoreError | None = None
+
+
+BatchItem = tuple[str, list[EncodedEvent], int, "str | None", bytes]
+"""What :func:`write_batch` needs of an append: ``(stream, events, expected,
+command_id, reply)``, the fields of an :class:`AppendRequest` (a plain tuple
+crosses to the writer process as it is)."""
+
+Result = int | StoreError | tuple[Any, ...]
+"""One append's result from :func:`write_batch`: the stream's new version when
+it committed, or the ConcurrencyError / DuplicateCommand it failed with alone
+(the writer process sends those as tuples: see ``_sqlite_writer_child``)."""
+
+BatchOutcome = tuple["int | None", int, list[Result]]
+""":func:`write_batch`'s answer: ``(commit_us, first_position, results)``.
+``commit_us`` is the COMMIT's timestamp (microseconds since the epoch, UTC), or
+None when nothing was written; the committed appends hold consecutive
+positions from ``first_position`` on, in batch order."""
+
+
+def items_of(batch: list[AppendRequest]) -> list[BatchItem]:
+    """A batch's requests as :func:`write_batch` takes them."""
+    return [(r.stream, r.events, r.expected, r.command_id, r.reply) for r in batch]
+
+
+def outcomes(batch: list[AppendRequest], outcome: BatchOutcome) -> list[AppendResult | StoreError]:
+    """Each request's AppendResult (or the error it failed with alone), in batch order.
+
+    Runs on the event loop for every append under load, so a committed
+    append's AppendResult is built inline (as ``_append_result`` does),
+    without a call per append.
+    """
+    commit_us, position, results = outcome
+    at = from_micros(commit_us) if commit_us is not None else None
+    new, cls = _new_result, AppendResult
+    out: list[AppendResult | StoreError] = []
+    add = out.append
+    for req, result in zip(batch, results, strict=True):
+        if type(result) is int:
+            n = len(req.events)
+            ok = new(cls)
+            _set_stream(ok, req.stream)
+            _set_version(ok, result)
+            _set_positions(ok, range(position, position + n))
+            _set_recorded_at(ok, at)
+            position += n
+            add(ok)
+        elif isinstance(result, StoreError):
+            add(result)
+        else:
+            add(_error_from_tuple(req.stream, cast(tuple[Any, ...], result)))
+    return out
+
+
+def _error_from_tuple(stream: str, result: tuple[Any, ...]) -> StoreError:
+    # The writer process's form of an append's own error (error_as_tuple).
+    if result[0] == "c":
+        return ConcurrencyError(stream, result[1], result[2])
+    _, cid, stream, version, first, last, reply = result
+    return DuplicateCommand(
+        cid, CommandRecord(cid, stream, version, range(first, last + 1), orjson.loads(reply))
+    )
+
+
+def error_as_tuple(error: StoreError) -> tuple[Any, ...]:
+    """An append's own error as plain values (marshal cannot take exceptions)."""
+    if isinstance(error, ConcurrencyError):
+        return ("c", error.expected, error.actual)
+    if isinstance(error, DuplicateCommand):
+        rec = error.record
+        return (
+            "d",
+            rec.command_id,
+            rec.stream,
+            rec.version,
+            rec.positions[0],
+            rec.positions[-1],
+            orjson.dumps(rec.reply),
+        )
+    raise TypeError(f"unexpected append error {error!r}")
 
 
 def _json_text(values: list[str]) -> str:
@@ -194,33 +281,16 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def _committed_result(
-    stream: str, version: int, first: int, last: int, at: datetime
-) -> AppendResult:
-    return _append_result(stream, version, range(first, last + 1), at)
-
-
-ResultOf = Callable[[str, int, int, int, datetime], Any]
-"""``(stream, version, first position, last position, recorded at)`` -> a committed
-append's ``outcome``: an AppendResult here, a plain tuple in the writer process."""
-
-
-def _attempt(
-    conn: sqlite3.Connection, batch: list[AppendRequest], result_of: ResultOf
-) -> int | None:
-    """Run the batch's transaction once; set each request's outcome.
-
-    Returns the commit timestamp, or None when nothing was written.
-    """
+def _attempt(conn: sqlite3.Connection, items: list[BatchItem]) -> BatchOutcome:
+    """Run the batch's transaction once; see :func:`write_batch`."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Stamped once the write lock is ours, so recorded_at follows
         # position order (as far as the wall clock does).
         now_us = time.time_ns() // 1000
-        at = from_micros(now_us)
         # Read the head and versions INSIDE the write transaction: another
         # process may have written since our last batch.
-        names = {r.stream: None for r in batch}
+        names = {item[0]: None for item in items}
         # Updated as the batch's appends are decided: a later append to the
         # same stream in this batch sees the version after the earlier one.
         ids: dict[str, int]
@@ -239,7 +309,7 @@ def _attempt(
             versions = dict(zip(found, orjson.loads(found_versions), strict=True))
         position = head or 0
         next_id = max_id or 0
-        command_ids = [r.command_id for r in batch if r.command_id is not None]
+        command_ids = [item[3] for item in items if item[3] is not None]
         recorded: dict[str, CommandRecord] = {}
         if command_ids:
             for row in conn.execute(_COMMANDS, (_json_text(command_ids),)):
@@ -248,15 +318,15 @@ def _attempt(
         event_values: list[Any] = []
         add_values = event_values.extend
         command_rows: list[tuple[Any, ...]] = []
-        for req in batch:
-            cid = req.command_id
+        results: list[Result] = []
+        add_result = results.append
+        for stream, events, expected, cid, reply in items:
             if cid is not None and cid in recorded:
-                req.outcome = DuplicateCommand(cid, recorded[cid])
+                add_result(DuplicateCommand(cid, recorded[cid]))
                 continue
-            stream = req.stream
             version = versions.get(stream, 0)
-            if req.expected != version and req.expected != ANY_VERSION:
-                req.outcome = ConcurrencyError(stream, req.expected, version)
+            if expected != version and expected != ANY_VERSION:
+                add_result(ConcurrencyError(stream, expected, version))
                 continue
             sid = ids.get(stream)
             if sid is None:
@@ -264,7 +334,7 @@ def _attempt(
                 sid = ids[stream] = next_id
                 new_streams += (sid, stream, category_of(stream))
             first = position + 1
-            for type_, data, metadata, schema_version, event_id in req.events:
+            for type_, data, metadata, schema_version, event_id in events:
                 position += 1
                 version += 1
                 add_values(
@@ -281,22 +351,23 @@ def _attempt(
                     )
                 )
             versions[stream] = version
-            req.outcome = result_of(stream, version, first, position, at)
+            add_result(version)
             if cid is not None:
-                command_rows.append((cid, stream, version, first, position, req.reply))
+                command_rows.append((cid, stream, version, first, position, reply))
                 recorded[cid] = CommandRecord(
-                    cid, stream, version, range(first, position + 1), orjson.loads(req.reply)
+                    cid, stream, version, range(first, position + 1), orjson.loads(reply)
                 )
+        first_position = (head or 0) + 1
         if not event_values:
             conn.execute("ROLLBACK")
-            return None
+            return None, first_position, results
         if new_streams:
             _insert_chunked(conn, _INSERT_STREAMS, _STREAM_COLS, new_streams)
         _insert_chunked(conn, _INSERT_EVENTS, _EVENT_COLS, event_values)
         if command_rows:
             conn.executemany(_INSERT_COMMAND, command_rows)
         conn.execute("COMMIT")
-        return now_us
+        return now_us, first_position, results
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -304,18 +375,15 @@ def _attempt(
 
 
 def write_batch(
-    conn: sqlite3.Connection,
-    batch: list[AppendRequest],
-    busy_timeout: float,
-    result_of: ResultOf = _committed_result,
-) -> int | None:
-    """Commit a batch of appends in one transaction (runs on a worker thread).
+    conn: sqlite3.Connection, items: list[BatchItem], busy_timeout: float
+) -> BatchOutcome:
+    """Commit a batch of appends in one transaction (on a worker thread or in the writer process).
 
-    Sets every request's ``outcome``: an AppendResult (or what ``result_of``
-    makes of a committed append), or the ConcurrencyError / DuplicateCommand
-    of an append that fails alone. Returns the commit's timestamp
-    (microseconds since the epoch, UTC), or None when nothing of the batch
-    was written.
+    Returns ``(commit_us, first_position, results)`` (:data:`BatchOutcome`):
+    one result per item, in order: the stream's new version for an append
+    that committed, or the ConcurrencyError / DuplicateCommand of an append
+    that fails alone. ``commit_us`` is None when nothing of the batch was
+    written. :func:`outcomes` turns it into each request's AppendResult.
 
     Raises:
         StoreUnavailable: the database stayed locked past ``busy_timeout`` or
@@ -323,10 +391,8 @@ def write_batch(
     """
     deadline = time.monotonic() + busy_timeout
     while True:
-        for req in batch:
-            req.outcome = None
         try:
-            return _attempt(conn, batch, result_of)
+            return _attempt(conn, items)
         except sqlite3.Error as exc:
             # sqlite's busy handler (PRAGMA busy_timeout) already waited inside
             # BEGIN IMMEDIATE; an SQLITE_BUSY that bypasses it (e.g. during WAL

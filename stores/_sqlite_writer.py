@@ -28,8 +28,8 @@ import anyio
 import orjson
 
 from stores._counters import BatchCounters
-from stores._errors import ConcurrencyError, StoreClosed, StoreUnavailable
-from stores._sqlite_batch import AppendRequest, write_batch
+from stores._errors import ConcurrencyError, StoreClosed, StoreError, StoreUnavailable
+from stores._sqlite_batch import AppendRequest, BatchOutcome, items_of, outcomes, write_batch
 from stores._sqlite_rows import from_micros, recorded_event
 from stores._types import AppendResult, RecordedEvent, StoreStatistics
 
@@ -55,11 +55,11 @@ _SPLIT_AT_THREAD = 64
 LARGE_BATCH = 16
 """Appends in a batch from which writer="auto" hands batches to its writer process."""
 
-RunBatch = Callable[
-    [list[AppendRequest], Callable[[list[AppendRequest], "int | Exception | None"], None]], None
-]
+BatchDone = Callable[[list[AppendRequest], "BatchOutcome | Exception"], None]
+RunBatch = Callable[[list[AppendRequest], BatchDone], None]
 """``run_batch(batch, done)``: commit ``batch`` somewhere, then ``done(batch, outcome)`` on
-the loop with every request's ``outcome`` set (see :func:`write_batch`)."""
+the loop with :func:`write_batch`'s answer, or the exception that failed the
+whole batch."""
 
 
 class GroupCommitWriter:
@@ -216,9 +216,9 @@ class GroupCommitWriter:
 
     def _run_batch(self, batch: list[AppendRequest]) -> None:
         """On the writer thread: commit the batch, then hand the outcome to the loop."""
-        outcome: int | Exception | None = None
+        outcome: BatchOutcome | Exception = StoreUnavailable("the SQLite writer thread stopped")
         try:
-            outcome = write_batch(self._conn, batch, self._busy_timeout)
+            outcome = write_batch(self._conn, items_of(batch), self._busy_timeout)
         except Exception as exc:
             outcome = exc
         except BaseException as exc:  # never seen on a worker thread; still answer
@@ -230,7 +230,7 @@ class GroupCommitWriter:
             # callers resume one event-loop iteration sooner.
             self.loop.call_soon_threadsafe(self._done, batch, outcome)
 
-    def _done(self, batch: list[AppendRequest], outcome: int | Exception | None) -> None:
+    def _done(self, batch: list[AppendRequest], outcome: BatchOutcome | Exception) -> None:
         """On the loop: start the next batch at once, then resolve this one.
 
         A two-stage pipeline: as soon as batch N is committed, batch N+1 (the
@@ -273,7 +273,7 @@ class GroupCommitWriter:
             if batch:
                 self._start(batch)
 
-    def _finish(self, batch: list[AppendRequest], outcome: int | Exception | None) -> None:
+    def _finish(self, batch: list[AppendRequest], outcome: BatchOutcome | Exception) -> None:
         """Count, announce and resolve a batch the writer thread has finished."""
         if isinstance(outcome, Exception):
             # The whole batch rolled back: every caller still waiting gets its
@@ -285,37 +285,39 @@ class GroupCommitWriter:
                     err.__cause__ = cause
                     req.set_exception(err)
             return
-        if outcome is not None and self._listeners:  # build RecordedEvents only for someone
-            self._announce(
-                recorded_events([r for r in batch if type(r.outcome) is AppendResult], outcome)
-            )
+        commit_us = outcome[0]
+        results = outcomes(batch, outcome)
+        if commit_us is not None and self._listeners:  # build RecordedEvents only for someone
+            self._announce(recorded_events(batch, results, commit_us))
         # One pass: count and resolve (this runs for every append under load).
         appends = events = 0
-        for req in batch:
-            result = req.outcome
+        for req, result in zip(batch, results, strict=True):
             if type(result) is AppendResult:
                 appends += 1
                 events += len(req.events)
                 if not req.done():
                     req.set_result(result)
-            elif isinstance(result, Exception):
+            else:
+                assert isinstance(result, StoreError)
                 if isinstance(result, ConcurrencyError):
                     self._counters.conflicts += 1
                 if not req.done():
                     req.set_exception(result)
-        if outcome is not None:
+        if commit_us is not None:
             self._counters.committed(appends, events)
 
 
-def recorded_events(committed: list[AppendRequest], at_us: int) -> list[RecordedEvent]:
+def recorded_events(
+    batch: list[AppendRequest], results: list[AppendResult | StoreError], at_us: int
+) -> list[RecordedEvent]:
     """A committed batch's events as RecordedEvents, in position order."""
     loads = orjson.loads
     at = from_micros(at_us)
     empty = b"{}"  # most events carry no metadata: skip the decoder for them
     out: list[RecordedEvent] = []
-    for req in committed:
-        result = req.outcome
-        assert isinstance(result, AppendResult)
+    for req, result in zip(batch, results, strict=True):
+        if type(result) is not AppendResult:
+            continue
         version = result.version - len(req.events)
         for position, (type_, data, metadata, schema_version, event_id) in zip(
             result.positions, req.events, strict=True

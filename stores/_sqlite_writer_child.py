@@ -17,10 +17,8 @@ import struct
 from pathlib import Path
 from typing import Any, cast
 
-import orjson
-
-from stores._errors import ConcurrencyError, DuplicateCommand, StoreError
-from stores._sqlite_batch import write_batch
+from stores._errors import StoreError
+from stores._sqlite_batch import error_as_tuple, write_batch
 from stores._sqlite_schema import Durability, configure, connect_sync, read_pragmas
 
 __all__ = ["HEADER", "dump_message", "load_message", "serve"]
@@ -79,47 +77,6 @@ def load_message(data: bytes | bytearray) -> Any:
     return marshal.loads(body) if data[0] == _MARSHAL[0] else pickle.loads(body)
 
 
-class _Request:
-    """An append as :func:`write_batch` sees it (duck-typed AppendRequest)."""
-
-    __slots__ = ("command_id", "events", "expected", "outcome", "reply", "stream")
-
-    def __init__(
-        self, stream: str, events: list[Any], expected: int, command_id: str | None, reply: bytes
-    ) -> None:
-        self.stream = stream
-        self.events = events
-        self.expected = expected
-        self.command_id = command_id
-        self.reply = reply
-        self.outcome: Any = None
-
-
-def _committed(stream: str, version: int, first: int, last: int, at: Any) -> tuple[Any, ...]:
-    # A committed append's result as the parent reads it (no AppendResult built here).
-    return ("r", version, first, last)
-
-
-def _result(outcome: Any) -> tuple[Any, ...] | None:
-    if outcome is None or type(outcome) is tuple:
-        return outcome
-    if isinstance(outcome, ConcurrencyError):
-        return ("c", outcome.expected, outcome.actual)
-    if isinstance(outcome, DuplicateCommand):
-        rec = outcome.record
-        reply = orjson.dumps(rec.reply)
-        return (
-            "d",
-            rec.command_id,
-            rec.stream,
-            rec.version,
-            rec.positions[0],
-            rec.positions[-1],
-            reply,
-        )
-    raise TypeError(f"unexpected outcome {outcome!r}")
-
-
 def serve(read_fd: int, write_fd: int) -> None:
     """The child's loop: one reply per request, until the input pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -169,9 +126,11 @@ class _ChildWriter:
             if conn is None:
                 return ("err", "the writer process got a request before init")
             if kind == "batch":
-                batch = [_Request(*item) for item in request[1]]
-                commit_us = write_batch(conn, cast(Any, batch), self.busy_timeout, _committed)
-                return ("ok", (commit_us, [_result(r.outcome) for r in batch]))
+                commit_us, first, results = write_batch(conn, request[1], self.busy_timeout)
+                for i, result in enumerate(results):
+                    if type(result) is not int:  # an append's own error, as plain values
+                        results[i] = error_as_tuple(cast(StoreError, result))
+                return ("ok", (commit_us, first, results))
             if kind == "aux":
                 conn.execute(request[1], request[2])
                 return ("ok", None)

@@ -22,10 +22,11 @@ request, in order.
 
 - ``("init", path, busy_timeout, durability_name, cache_kib)`` -> ``("ok", None)``
 - ``("batch", [(stream, events, expected, command_id, reply), ...])`` ->
-  ``("ok", (commit_us | None, [result, ...]))`` with one result per append:
-  ``("r", version, first, last)``, ``("c", expected, actual)`` (conflict),
-  ``("d", command_id, stream, version, first, last, reply)`` (duplicate) or
-  ``None`` (not written); or ``("err", message)``: nothing of it committed.
+  ``("ok", (commit_us | None, first_position, [result, ...]))``, write_batch's
+  answer, with one result per append: its stream's new version (an int:
+  committed), ``("c", expected, actual)`` (conflict) or ``("d", command_id,
+  stream, version, first, last, reply)`` (duplicate); or ``("err", message)``:
+  nothing of it committed.
 - ``("aux", sql, params)`` -> ``("ok", None)`` or ``("err", message)``
 - ``("pragmas", names)`` -> ``("ok", {name: value})``
 
@@ -47,26 +48,14 @@ import os
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from stores._errors import ConcurrencyError, DuplicateCommand, StoreUnavailable
-
-# The fast AppendResult construction (see _append_result there), inlined below.
-from stores._sqlite_batch import (
-    _new_result,
-    _set_positions,
-    _set_recorded_at,
-    _set_stream,
-    _set_version,
-)
-from stores._sqlite_rows import from_micros
+from stores._errors import StoreUnavailable
+from stores._sqlite_batch import BatchOutcome, items_of
 from stores._sqlite_writer_child import HEADER as _HEADER
 from stores._sqlite_writer_child import dump_message, load_message
-from stores._types import AppendResult, CommandRecord
 
 __all__ = ["WriterProcess"]
 
@@ -76,7 +65,7 @@ _READ_CHUNK = 1 << 20
 # threshold), shrinks with mremap and returns with munmap: three system calls
 # per batch, on the event loop, seen with strace at 1,000 callers.
 
-BatchDone = Callable[[list[Any], "int | Exception | None"], None]
+BatchDone = Callable[[list[Any], "BatchOutcome | Exception"], None]
 
 
 class WriterProcess:
@@ -156,7 +145,6 @@ class WriterProcess:
             done(batch, StoreUnavailable(self._dead))
             return
         self.batches += 1
-        items = [(r.stream, r.events, r.expected, r.command_id, r.reply) for r in batch]
 
         def settle(reply: tuple[Any, ...] | None) -> None:
             if reply is None:
@@ -168,11 +156,9 @@ class WriterProcess:
             elif reply[0] == "err":
                 done(batch, StoreUnavailable(reply[1]))
             else:
-                commit_us, results = reply[1]
-                _set_outcomes(batch, results, commit_us)
-                done(batch, commit_us)
+                done(batch, reply[1])
 
-        self._send(("batch", items), settle)
+        self._send(("batch", items_of(batch)), settle)
 
     async def call(self, request: tuple[Any, ...]) -> Any:
         """Send one request and return its reply's value.
@@ -316,35 +302,6 @@ class WriterProcess:
         except TimeoutError:
             proc.kill()
             await self._loop.run_in_executor(None, proc.wait)
-
-
-def _set_outcomes(batch: Sequence[Any], results: Sequence[Any], commit_us: int | None) -> None:
-    """Set each request's ``outcome`` from the child's results.
-
-    Runs on the event loop for every append under load, so the common case
-    (committed: ``("r", version, first, last)``) builds its AppendResult
-    inline, as ``_append_result`` does, without a call per append.
-    """
-    at = from_micros(commit_us) if commit_us is not None else None
-    new, cls = _new_result, AppendResult
-    for req, result in zip(batch, results, strict=True):
-        if result is None:
-            req.outcome = None
-        elif result[0] == "r":
-            outcome = new(cls)
-            _set_stream(outcome, req.stream)
-            _set_version(outcome, result[1])
-            _set_positions(outcome, range(result[2], result[3] + 1))
-            _set_recorded_at(outcome, at)
-            req.outcome = outcome
-        elif result[0] == "c":
-            req.outcome = ConcurrencyError(req.stream, result[1], result[2])
-        else:
-            _, cid, stream, version, first, last, reply = result
-            record = CommandRecord(
-                cid, stream, version, range(first, last + 1), orjson.loads(reply)
-            )
-            req.outcome = DuplicateCommand(cid, record)
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
