@@ -29,7 +29,7 @@ from stores._codec import (
 )
 from stores._errors import StoreClosed, StoreUnavailable
 from stores._gc import DEFAULT_GC_THRESHOLD, check_gc_threshold, hold_gc_threshold
-from stores._sqlite_batch import ANY_VERSION, AppendRequest
+from stores._sqlite_batch import ANY_VERSION
 from stores._sqlite_consumer import SET_CHECKPOINT_SQL, SQLiteConsumers
 from stores._sqlite_process_mode import WriterProcessMode
 from stores._sqlite_reads import VERSION_OF, SQLiteReads
@@ -45,6 +45,10 @@ from stores._types import (
 )
 
 __all__ = ["Durability", "SQLiteStore"]
+
+# Constructed directly, not through loop.create_future() (a Python method):
+# each append's future (see _sqlite_writer.Waiter).
+_Future = asyncio.Future
 
 _EMPTY_APPEND = f"SELECT {VERSION_OF}, coalesce((SELECT max(position) FROM events), 0)"
 
@@ -342,9 +346,9 @@ class SQLiteStore(SQLiteReads, SQLiteConsumers, WriterProcessMode, EventStore):
         reply_bytes = encode_value(reply, "command reply") if command_id is not None else b"null"
         writer = self._writer
         assert writer is not None
-        request = AppendRequest(stream, encoded, expected, command_id, reply_bytes, writer.loop)
-        writer.submit(request)
-        return request
+        waiter: asyncio.Future[AppendResult] = _Future(loop=writer.loop)
+        writer.submit(waiter, (stream, encoded, expected, command_id, reply_bytes))
+        return waiter
 
     async def _write_aux(self, sql: str, params: Sequence[Any]) -> None:
         """Run one autocommit write (snapshot, checkpoint) on the writer's thread.

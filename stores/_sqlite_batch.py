@@ -12,7 +12,6 @@ appends, only with the log of the number of rows (see ``_insert_chunked``).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import sqlite3
 import time
@@ -28,12 +27,10 @@ from stores._types import AppendResult, CommandRecord, category_of
 
 __all__ = [
     "ANY_VERSION",
-    "AppendRequest",
     "BatchItem",
     "BatchOutcome",
     "error_as_tuple",
     "is_busy",
-    "items_of",
     "outcomes",
     "write_batch",
 ]
@@ -146,45 +143,11 @@ def _append_result(stream: str, version: int, positions: range, at: datetime) ->
     return result
 
 
-_future_init = asyncio.Future.__init__
-
-
-class AppendRequest(asyncio.Future[AppendResult]):
-    """One caller's append, validated and encoded, waiting for the writer.
-
-    The request is itself the future its caller awaits (resolved after its
-    batch's COMMIT): one GC-tracked object per append instead of a request
-    plus a separate future. With a thousand appends in flight, every tracked
-    object they hold across the await adds to the cyclic GC's young
-    generation and gets promoted with it, so one fewer per append means
-    fewer and smaller collections.
-    """
-
-    __slots__ = ("command_id", "events", "expected", "reply", "stream")
-
-    def __init__(
-        self,
-        stream: str,
-        events: list[EncodedEvent],
-        expected: int,
-        command_id: str | None,
-        reply: bytes,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        # The base __init__ called directly: super().__init__(loop=loop) costs
-        # ~0.45 us more here (per append, on the event loop).
-        _future_init(self, loop=loop)
-        self.stream = stream
-        self.events = events
-        self.expected = expected
-        self.command_id = command_id
-        self.reply = reply
-
-
 BatchItem = tuple[str, list[EncodedEvent], int, "str | None", bytes]
-"""What :func:`write_batch` needs of an append: ``(stream, events, expected,
-command_id, reply)``, the fields of an :class:`AppendRequest` (a plain tuple
-crosses to the writer process as it is)."""
+"""One append, validated and encoded, as the writer queues it and
+:func:`write_batch` takes it: ``(stream, events, expected, command_id,
+reply)`` (``expected`` is :data:`ANY_VERSION` for ``ANY``; ``reply`` the
+command's reply as JSON). A plain tuple crosses to the writer process as it is."""
 
 Result = int | StoreError | tuple[Any, ...]
 """One append's result from :func:`write_batch`: the stream's new version when
@@ -198,12 +161,7 @@ None when nothing was written; the committed appends hold consecutive
 positions from ``first_position`` on, in batch order."""
 
 
-def items_of(batch: list[AppendRequest]) -> list[BatchItem]:
-    """A batch's requests as :func:`write_batch` takes them."""
-    return [(r.stream, r.events, r.expected, r.command_id, r.reply) for r in batch]
-
-
-def outcomes(batch: list[AppendRequest], outcome: BatchOutcome) -> list[AppendResult | StoreError]:
+def outcomes(items: list[BatchItem], outcome: BatchOutcome) -> list[AppendResult | StoreError]:
     """Each request's AppendResult (or the error it failed with alone), in batch order.
 
     Runs on the event loop for every append under load, so a committed
@@ -215,11 +173,11 @@ def outcomes(batch: list[AppendRequest], outcome: BatchOutcome) -> list[AppendRe
     new, cls = _new_result, AppendResult
     out: list[AppendResult | StoreError] = []
     add = out.append
-    for req, result in zip(batch, results, strict=True):
+    for item, result in zip(items, results, strict=True):
         if type(result) is int:
-            n = len(req.events)
+            n = len(item[1])
             ok = new(cls)
-            _set_stream(ok, req.stream)
+            _set_stream(ok, item[0])
             _set_version(ok, result)
             _set_positions(ok, range(position, position + n))
             _set_recorded_at(ok, at)
@@ -228,7 +186,7 @@ def outcomes(batch: list[AppendRequest], outcome: BatchOutcome) -> list[AppendRe
         elif isinstance(result, StoreError):
             add(result)
         else:
-            add(_error_from_tuple(req.stream, cast(tuple[Any, ...], result)))
+            add(_error_from_tuple(item[0], cast(tuple[Any, ...], result)))
     return out
 
 

@@ -1,7 +1,7 @@
 """The group-commit writer of :class:`SQLiteStore`: one task, one thread, one connection.
 
-Callers put encoded appends on a deque and await them: each request is itself a
-plain asyncio future (an anyio stream costs ~5 us a message, DESIGN.md). Batches go to
+Callers put encoded appends on a deque and await a plain asyncio future each
+(an anyio stream costs ~5 us a message, DESIGN.md). Batches go to
 :func:`write_batch` on a dedicated thread that owns the write connection: one
 thread hop and one transaction per batch, however many appends it holds. The
 first append queued while the pipeline is idle schedules one callback
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ import orjson
 
 from stores._counters import BatchCounters
 from stores._errors import ConcurrencyError, StoreClosed, StoreError, StoreUnavailable
-from stores._sqlite_batch import AppendRequest, BatchOutcome, items_of, outcomes, write_batch
+from stores._sqlite_batch import BatchItem, BatchOutcome, outcomes, write_batch
 from stores._sqlite_rows import from_micros, recorded_event
 from stores._types import AppendResult, RecordedEvent, StoreStatistics
 
@@ -55,9 +56,15 @@ _SPLIT_AT_THREAD = 64
 LARGE_BATCH = 16
 """Appends in a batch from which writer="auto" hands batches to its writer process."""
 
-BatchDone = Callable[[list[AppendRequest], "BatchOutcome | Exception"], None]
-RunBatch = Callable[[list[AppendRequest], BatchDone], None]
-"""``run_batch(batch, done)``: commit ``batch`` somewhere, then ``done(batch, outcome)`` on
+Waiter = asyncio.Future[AppendResult]
+"""What a caller awaits for one append: an exact ``asyncio.Future``. A subclass
+carrying the request would cost ~0.6 us more per append: its Python
+``__init__``, and asyncio's Task takes its C fast path only for exact
+futures (for others it looks up and calls ``add_done_callback`` and
+``get_loop`` as Python attributes)."""
+
+RunBatch = Callable[[list[BatchItem], Callable[["BatchOutcome | Exception"], None]], None]
+"""``run_batch(items, done)``: commit ``items`` somewhere, then ``done(outcome)`` on
 the loop with :func:`write_batch`'s answer, or the exception that failed the
 whole batch."""
 
@@ -95,7 +102,10 @@ class GroupCommitWriter:
         self._announce = announce
         # The event loop the writer runs on: callers create their futures here.
         self.loop = asyncio.get_running_loop()
-        self._pending: deque[AppendRequest] = deque()
+        # The queue: each append's future and its item, side by side (no
+        # object per append to pair them).
+        self._waiters: deque[Waiter] = deque()
+        self._items: deque[BatchItem] = deque()
         self._kicked = False  # a _kick is scheduled
         # _kick runs in the context the writer was made in (the store's open()),
         # as the writer task did, not in a copy of whichever caller's append
@@ -112,14 +122,15 @@ class GroupCommitWriter:
     @property
     def queued(self) -> int:
         """Appends waiting for a batch."""
-        return len(self._pending)
+        return len(self._waiters)
 
-    def submit(self, request: AppendRequest) -> None:
-        """Queue an append; its future resolves after its batch's COMMIT."""
+    def submit(self, waiter: Waiter, item: BatchItem) -> None:
+        """Queue an append; ``waiter`` resolves after its batch's COMMIT."""
         if self._stopped:
-            request.set_exception(StoreClosed("the store's writer stopped"))
+            waiter.set_exception(StoreClosed("the store's writer stopped"))
             return
-        self._pending.append(request)
+        self._waiters.append(waiter)
+        self._items.append(item)
         if not self._inflight and not self._kicked:
             # One callback per idle spell, not a task wake-up: it runs in the
             # next event-loop iteration, so what else is queued in this one
@@ -133,10 +144,11 @@ class GroupCommitWriter:
 
     def fail_pending(self, message: str) -> None:
         """Fail every queued append with StoreClosed (when the writer cannot run them)."""
-        while self._pending:
-            req = self._pending.popleft()
-            if not req.done():
-                req.set_exception(StoreClosed(message))
+        self._items.clear()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(StoreClosed(message))
 
     def statistics(self) -> StoreStatistics:
         """An immutable snapshot of the writer's counters."""
@@ -151,7 +163,7 @@ class GroupCommitWriter:
         """
         try:
             await self._close_requested.wait()
-            while self._pending or self._inflight:
+            while self._waiters or self._inflight:
                 if not self._inflight:
                     self._kick()
                 await self._idle.wait()
@@ -166,59 +178,62 @@ class GroupCommitWriter:
             # cancelled, no caller may wait forever for an answer.
             self.fail_pending("the store's writer stopped")
 
-    def _take_batch(self, limit: int) -> list[AppendRequest]:
+    def _take_batch(self, limit: int) -> tuple[list[Waiter], list[BatchItem]]:
         """Pop the next batch off the queue, up to ``limit`` appends and the event cap."""
-        pending = self._pending
-        batch: list[AppendRequest] = []
-        add = batch.append
-        take = pending.popleft
+        waiters_q, items_q = self._waiters, self._items
+        waiters: list[Waiter] = []
+        items: list[BatchItem] = []
+        add_waiter, add_item = waiters.append, items.append
+        take_waiter, take_item = waiters_q.popleft, items_q.popleft
         n_events = 0
         cap = self._max_events
-        while pending and limit:
-            req = pending[0]
-            n = len(req.events)
-            if n_events + n > cap and batch:
+        while waiters_q and limit:
+            item = items_q[0]
+            n = len(item[1])
+            if n_events + n > cap and items:
                 break
-            take()
+            waiter = take_waiter()
+            take_item()
             # A caller cancelled before its append reached a batch: drop it
             # (absent, never half-written).
-            if not req.done():
-                add(req)
+            if not waiter.done():
+                add_waiter(waiter)
+                add_item(item)
                 n_events += n
                 limit -= 1
-        return batch
+        return waiters, items
 
     def use_process(self, run_batch: RunBatch | None, min_appends: int = 0) -> None:
         """Run batches of at least ``min_appends`` appends with ``run_batch`` (None: none)."""
         self._run_elsewhere = run_batch
         self._elsewhere_min = min_appends
 
-    def _start(self, batch: list[AppendRequest]) -> None:
+    def _start(self, waiters: list[Waiter], items: list[BatchItem]) -> None:
         """Hand a batch to the writer thread (or process); :meth:`_done` gets its outcome."""
         run_elsewhere = self._run_elsewhere
-        if run_elsewhere is not None and len(batch) >= self._elsewhere_min:
+        if run_elsewhere is not None and len(items) >= self._elsewhere_min:
             # Marked in flight first: a writer process that is gone answers at once.
             self._inflight = True
             self._idle.clear()
-            run_elsewhere(batch, self._done)
+            run_elsewhere(items, functools.partial(self._done, waiters, items))
             return
-        if self._on_large_batch is not None and len(batch) >= LARGE_BATCH:
+        if self._on_large_batch is not None and len(items) >= LARGE_BATCH:
             self._on_large_batch()
         try:
-            self._executor.submit(self._run_batch, batch)
+            self._executor.submit(self._run_batch, waiters, items)
         except RuntimeError as exc:  # the executor was shut down: nothing will run
-            for req in batch:
-                if not req.done():
-                    req.set_exception(StoreClosed(f"the store's writer stopped: {exc}"))
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(StoreClosed(f"the store's writer stopped: {exc}"))
             return
         self._inflight = True
         self._idle.clear()
 
-    def _run_batch(self, batch: list[AppendRequest]) -> None:
+    def _run_batch(self, waiters: list[Waiter], items: list[BatchItem]) -> None:
         """On the writer thread: commit the batch, then hand the outcome to the loop."""
         outcome: BatchOutcome | Exception = StoreUnavailable("the SQLite writer thread stopped")
         try:
-            outcome = write_batch(self._conn, items_of(batch), self._busy_timeout)
+            outcome = write_batch(self._conn, items, self._busy_timeout)
         except Exception as exc:
             outcome = exc
         except BaseException as exc:  # never seen on a worker thread; still answer
@@ -228,9 +243,11 @@ class GroupCommitWriter:
             # One thread-safe call per batch straight to _done: no executor
             # future to chain and no writer-task wake-up in between, so
             # callers resume one event-loop iteration sooner.
-            self.loop.call_soon_threadsafe(self._done, batch, outcome)
+            self.loop.call_soon_threadsafe(self._done, waiters, items, outcome)
 
-    def _done(self, batch: list[AppendRequest], outcome: BatchOutcome | Exception) -> None:
+    def _done(
+        self, waiters: list[Waiter], items: list[BatchItem], outcome: BatchOutcome | Exception
+    ) -> None:
         """On the loop: start the next batch at once, then resolve this one.
 
         A two-stage pipeline: as soon as batch N is committed, batch N+1 (the
@@ -246,7 +263,7 @@ class GroupCommitWriter:
                 # fails what is still queued).
                 self._idle.set()
         finally:
-            self._finish(batch, outcome)
+            self._finish(waiters, items, outcome)
 
     def _kick(self) -> None:
         """On the loop (scheduled by submit): start the idle pipeline."""
@@ -262,71 +279,73 @@ class GroupCommitWriter:
         meanwhile is split in two: its second half commits while the first
         half's callers prepare their next appends.
         """
-        while not self._inflight and self._pending and not self._stopped:
+        while not self._inflight and self._waiters and not self._stopped:
             limit = self._max_appends
-            queued = len(self._pending)
+            queued = len(self._waiters)
             if split and queued >= (
                 _SPLIT_AT if self._run_elsewhere is not None else _SPLIT_AT_THREAD
             ):
                 limit = min(limit, (queued + 1) // 2)
-            batch = self._take_batch(limit)
-            if batch:
-                self._start(batch)
+            waiters, items = self._take_batch(limit)
+            if items:
+                self._start(waiters, items)
 
-    def _finish(self, batch: list[AppendRequest], outcome: BatchOutcome | Exception) -> None:
+    def _finish(
+        self, waiters: list[Waiter], items: list[BatchItem], outcome: BatchOutcome | Exception
+    ) -> None:
         """Count, announce and resolve a batch the writer thread has finished."""
         if isinstance(outcome, Exception):
             # The whole batch rolled back: every caller still waiting gets its
             # own StoreUnavailable, chained to the driver's error.
             cause = outcome.__cause__ if isinstance(outcome, StoreUnavailable) else outcome
-            for req in batch:
-                if not req.done():
+            for waiter in waiters:
+                if not waiter.done():
                     err = StoreUnavailable(str(outcome))
                     err.__cause__ = cause
-                    req.set_exception(err)
+                    waiter.set_exception(err)
             return
         commit_us = outcome[0]
-        results = outcomes(batch, outcome)
+        results = outcomes(items, outcome)
         if commit_us is not None and self._listeners:  # build RecordedEvents only for someone
-            self._announce(recorded_events(batch, results, commit_us))
+            self._announce(recorded_events(items, results, commit_us))
         # One pass: count and resolve (this runs for every append under load).
         appends = events = 0
-        for req, result in zip(batch, results, strict=True):
+        for waiter, item, result in zip(waiters, items, results, strict=True):
             if type(result) is AppendResult:
                 appends += 1
-                events += len(req.events)
-                if not req.done():
-                    req.set_result(result)
+                events += len(item[1])
+                if not waiter.done():
+                    waiter.set_result(result)
             else:
                 assert isinstance(result, StoreError)
                 if isinstance(result, ConcurrencyError):
                     self._counters.conflicts += 1
-                if not req.done():
-                    req.set_exception(result)
+                if not waiter.done():
+                    waiter.set_exception(result)
         if commit_us is not None:
             self._counters.committed(appends, events)
 
 
 def recorded_events(
-    batch: list[AppendRequest], results: list[AppendResult | StoreError], at_us: int
+    items: list[BatchItem], results: list[AppendResult | StoreError], at_us: int
 ) -> list[RecordedEvent]:
     """A committed batch's events as RecordedEvents, in position order."""
     loads = orjson.loads
     at = from_micros(at_us)
     empty = b"{}"  # most events carry no metadata: skip the decoder for them
     out: list[RecordedEvent] = []
-    for req, result in zip(batch, results, strict=True):
+    for (stream, events, *_), result in zip(items, results, strict=True):
         if type(result) is not AppendResult:
             continue
-        version = result.version - len(req.events)
+        version = result.version - len(events)
         for position, (type_, data, metadata, schema_version, event_id) in zip(
-            result.positions, req.events, strict=True
+            result.positions, events, strict=True
         ):
             version += 1
             out.append(
                 recorded_event(
                     position,
-                    req.stream,
+                    stream,
                     version,
                     type_,
                     loads(data),

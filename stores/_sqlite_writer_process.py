@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from stores._errors import StoreUnavailable
-from stores._sqlite_batch import BatchOutcome, items_of
+from stores._sqlite_batch import BatchItem, BatchOutcome
 from stores._sqlite_writer_child import HEADER as _HEADER
 from stores._sqlite_writer_child import dump_message, load_message
 
@@ -65,7 +65,7 @@ _READ_CHUNK = 1 << 20
 # threshold), shrinks with mremap and returns with munmap: three system calls
 # per batch, on the event loop, seen with strace at 1,000 callers.
 
-BatchDone = Callable[[list[Any], "BatchOutcome | Exception"], None]
+BatchDone = Callable[["BatchOutcome | Exception"], None]
 
 
 class WriterProcess:
@@ -139,26 +139,27 @@ class WriterProcess:
 
     # -- requests -------------------------------------------------------------
 
-    def run_batch(self, batch: list[Any], done: BatchDone) -> None:
-        """Send a batch; ``done(batch, outcome)`` runs on the loop with each ``outcome`` set."""
+    def run_batch(self, items: list[BatchItem], done: BatchDone) -> None:
+        """Send a batch; ``done(outcome)`` runs on the loop with the child's answer.
+
+        ``outcome`` is :func:`~stores._sqlite_batch.write_batch`'s answer, or
+        the StoreUnavailable that failed the whole batch.
+        """
         if self._dead is not None:
-            done(batch, StoreUnavailable(self._dead))
+            done(StoreUnavailable(self._dead))
             return
         self.batches += 1
 
         def settle(reply: tuple[Any, ...] | None) -> None:
             if reply is None:
                 assert self._dead is not None
-                done(
-                    batch,
-                    StoreUnavailable(f"{self._dead}; the outcome of these appends is unknown"),
-                )
+                done(StoreUnavailable(f"{self._dead}; the outcome of these appends is unknown"))
             elif reply[0] == "err":
-                done(batch, StoreUnavailable(reply[1]))
+                done(StoreUnavailable(reply[1]))
             else:
-                done(batch, reply[1])
+                done(reply[1])
 
-        self._send(("batch", items_of(batch)), settle)
+        self._send(("batch", items), settle)
 
     async def call(self, request: tuple[Any, ...]) -> Any:
         """Send one request and return its reply's value.
