@@ -29,6 +29,7 @@ __all__ = [
     "ANY_VERSION",
     "BatchItem",
     "BatchOutcome",
+    "StreamCache",
     "error_as_tuple",
     "is_busy",
     "outcomes",
@@ -62,6 +63,9 @@ _STATE_ONE = (
     " (SELECT max(e.version) FROM events e WHERE e.stream_id = s.id)"
     " FROM (SELECT 1) LEFT JOIN streams s ON s.name = ?"
 )
+# The head and the highest stream id alone: two index seeks. With a valid
+# StreamCache it is all a batch reads before deciding its appends.
+_HEAD = "SELECT (SELECT max(position) FROM events), (SELECT max(id) FROM streams)"
 _COMMANDS = (
     "SELECT command_id, stream, version, first_position, last_position, reply"
     " FROM commands WHERE command_id IN (SELECT value FROM json_each(?))"
@@ -239,34 +243,86 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def _attempt(conn: sqlite3.Connection, items: list[BatchItem]) -> BatchOutcome:
+STREAM_CACHE_LIMIT = 50_000
+"""Streams a :class:`StreamCache` holds before it starts afresh (~250 bytes each)."""
+
+
+class StreamCache:
+    """The id and version of each stream a write connection has seen, as of ``head``.
+
+    Positions strictly increase with every commit that writes events, and
+    ``events`` and ``streams`` are insert-only (a stream row is written only
+    with its first events), so while the log's head is still the ``head``
+    this connection last committed (or read), nobody else has written, and
+    these entries are the database's. :func:`write_batch` checks that with
+    one two-seek statement inside its write transaction (another process, or
+    the store's other writer connection, may have written since) and reads
+    only the streams it does not know; on any other head it starts afresh.
+    A stream known not to exist has id 0. Entries written by a batch that
+    then fails are dropped with everything else (:meth:`clear`).
+    """
+
+    __slots__ = ("head", "ids", "limit", "versions")
+
+    def __init__(self, limit: int = STREAM_CACHE_LIMIT) -> None:
+        self.limit = limit
+        self.head: int | None = None  # None: nothing here can be trusted
+        self.ids: dict[str, int] = {}
+        self.versions: dict[str, int] = {}
+
+    def clear(self) -> None:
+        """Forget everything (the next batch reads every stream it touches)."""
+        self.head = None
+        self.ids.clear()
+        self.versions.clear()
+
+
+def _known_state(
+    conn: sqlite3.Connection, names: dict[str, None], cache: StreamCache
+) -> tuple[int, int]:
+    """Fill ``cache`` with every stream in ``names``; return ``(head, max_id)``.
+
+    Runs inside the batch's write transaction.
+    """
+    ids, versions = cache.ids, cache.versions
+    if cache.head is not None:
+        head, max_id = conn.execute(_HEAD).fetchone()
+        if (head or 0) != cache.head:  # someone else wrote since: start afresh
+            cache.clear()
+    misses = [name for name in names if name not in ids] if ids else list(names)
+    if len(misses) == 1:
+        (name,) = misses
+        head, max_id, sid, top = conn.execute(_STATE_ONE, (name,)).fetchone()
+        ids[name] = sid or 0
+        versions[name] = top or 0
+    elif misses:
+        head, max_id, found_names, found_ids, found_versions = conn.execute(
+            _STATE, (_json_text(misses),)
+        ).fetchone()
+        for name in misses:  # absent unless found below
+            ids[name] = 0
+            versions[name] = 0
+        found = orjson.loads(found_names)
+        ids.update(zip(found, orjson.loads(found_ids), strict=True))
+        versions.update(zip(found, orjson.loads(found_versions), strict=True))
+    cache.head = head or 0
+    return head or 0, max_id or 0
+
+
+def _attempt(conn: sqlite3.Connection, items: list[BatchItem], cache: StreamCache) -> BatchOutcome:
     """Run the batch's transaction once; see :func:`write_batch`."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Stamped once the write lock is ours, so recorded_at follows
         # position order (as far as the wall clock does).
         now_us = time.time_ns() // 1000
-        # Read the head and versions INSIDE the write transaction: another
+        # The head and versions as of INSIDE the write transaction: another
         # process may have written since our last batch.
-        names = {item[0]: None for item in items}
+        head, next_id = _known_state(conn, {item[0]: None for item in items}, cache)
         # Updated as the batch's appends are decided: a later append to the
         # same stream in this batch sees the version after the earlier one.
-        ids: dict[str, int]
-        versions: dict[str, int]
-        if len(names) == 1:
-            (name,) = names
-            head, max_id, sid, top = conn.execute(_STATE_ONE, (name,)).fetchone()
-            ids = {name: sid} if sid is not None else {}
-            versions = {name: top or 0} if sid is not None else {}
-        else:
-            head, max_id, found_names, found_ids, found_versions = conn.execute(
-                _STATE, (_json_text(list(names)),)
-            ).fetchone()
-            found = orjson.loads(found_names)
-            ids = dict(zip(found, orjson.loads(found_ids), strict=True))
-            versions = dict(zip(found, orjson.loads(found_versions), strict=True))
-        position = head or 0
-        next_id = max_id or 0
+        ids, versions = cache.ids, cache.versions
+        position = head
         command_ids = [item[3] for item in items if item[3] is not None]
         recorded: dict[str, CommandRecord] = {}
         if command_ids:
@@ -286,8 +342,8 @@ def _attempt(conn: sqlite3.Connection, items: list[BatchItem]) -> BatchOutcome:
             if expected != version and expected != ANY_VERSION:
                 add_result(ConcurrencyError(stream, expected, version))
                 continue
-            sid = ids.get(stream)
-            if sid is None:
+            sid = ids[stream]
+            if not sid:
                 next_id += 1
                 sid = ids[stream] = next_id
                 new_streams += (sid, stream, category_of(stream))
@@ -315,25 +371,30 @@ def _attempt(conn: sqlite3.Connection, items: list[BatchItem]) -> BatchOutcome:
                 recorded[cid] = CommandRecord(
                     cid, stream, version, range(first, position + 1), orjson.loads(reply)
                 )
-        first_position = (head or 0) + 1
         if not event_values:
-            conn.execute("ROLLBACK")
-            return None, first_position, results
+            conn.execute("ROLLBACK")  # nothing written: the cache stays true as of head
+            return None, head + 1, results
         if new_streams:
             _insert_chunked(conn, _INSERT_STREAMS, _STREAM_COLS, new_streams)
         _insert_chunked(conn, _INSERT_EVENTS, _EVENT_COLS, event_values)
         if command_rows:
             conn.executemany(_INSERT_COMMAND, command_rows)
         conn.execute("COMMIT")
-        return now_us, first_position, results
+        cache.head = position
+        if len(ids) > cache.limit:
+            ids.clear()
+            versions.clear()
+        return now_us, head + 1, results
     except BaseException:
+        # The cache may hold this batch's versions and stream ids: forget it.
+        cache.clear()
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
 
 
 def write_batch(
-    conn: sqlite3.Connection, items: list[BatchItem], busy_timeout: float
+    conn: sqlite3.Connection, items: list[BatchItem], busy_timeout: float, cache: StreamCache
 ) -> BatchOutcome:
     """Commit a batch of appends in one transaction (on a worker thread or in the writer process).
 
@@ -342,6 +403,7 @@ def write_batch(
     that committed, or the ConcurrencyError / DuplicateCommand of an append
     that fails alone. ``commit_us`` is None when nothing of the batch was
     written. :func:`outcomes` turns it into each request's AppendResult.
+    ``cache`` is ``conn``'s own (one per write connection, kept between batches).
 
     Raises:
         StoreUnavailable: the database stayed locked past ``busy_timeout`` or
@@ -350,7 +412,7 @@ def write_batch(
     deadline = time.monotonic() + busy_timeout
     while True:
         try:
-            return _attempt(conn, items)
+            return _attempt(conn, items, cache)
         except sqlite3.Error as exc:
             # sqlite's busy handler (PRAGMA busy_timeout) already waited inside
             # BEGIN IMMEDIATE; an SQLITE_BUSY that bypasses it (e.g. during WAL

@@ -30,7 +30,7 @@ import orjson
 
 from stores._counters import BatchCounters
 from stores._errors import ConcurrencyError, StoreClosed, StoreError, StoreUnavailable
-from stores._sqlite_batch import BatchItem, BatchOutcome, outcomes, write_batch
+from stores._sqlite_batch import BatchItem, BatchOutcome, StreamCache, outcomes, write_batch
 from stores._sqlite_rows import from_micros, recorded_event
 from stores._types import AppendResult, RecordedEvent, StoreStatistics
 
@@ -85,6 +85,7 @@ class GroupCommitWriter:
         on_large_batch: Callable[[], None] | None = None,
     ) -> None:
         self._conn = conn
+        self._cache = StreamCache()  # the connection's, used on the writer thread only
         self._executor = executor
         # The writer process (SQLiteStore's writer="auto" or "process"): batches
         # of at least _elsewhere_min appends run there instead of on the
@@ -233,7 +234,7 @@ class GroupCommitWriter:
         """On the writer thread: commit the batch, then hand the outcome to the loop."""
         outcome: BatchOutcome | Exception = StoreUnavailable("the SQLite writer thread stopped")
         try:
-            outcome = write_batch(self._conn, items, self._busy_timeout)
+            outcome = write_batch(self._conn, items, self._busy_timeout, self._cache)
         except Exception as exc:
             outcome = exc
         except BaseException as exc:  # never seen on a worker thread; still answer

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from stores._errors import StoreError
-from stores._sqlite_batch import error_as_tuple, write_batch
+from stores._sqlite_batch import StreamCache, error_as_tuple, write_batch
 from stores._sqlite_schema import Durability, configure, connect_sync, read_pragmas
 
 __all__ = ["HEADER", "dump_message", "load_message", "serve"]
@@ -112,6 +112,7 @@ class _ChildWriter:
 
     def __init__(self) -> None:
         self.conn: sqlite3.Connection | None = None
+        self.cache = StreamCache()
         self.busy_timeout = 5.0
 
     def handle(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -126,7 +127,9 @@ class _ChildWriter:
             if conn is None:
                 return ("err", "the writer process got a request before init")
             if kind == "batch":
-                commit_us, first, results = write_batch(conn, request[1], self.busy_timeout)
+                commit_us, first, results = write_batch(
+                    conn, request[1], self.busy_timeout, self.cache
+                )
                 for i, result in enumerate(results):
                     if type(result) is not int:  # an append's own error, as plain values
                         results[i] = error_as_tuple(cast(StoreError, result))
