@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -123,3 +124,36 @@ async def test_tailing_reader_sees_every_position_once_in_order(store: SQLiteSto
         for w in range(writers):
             tg.start_soon(writer, w)
     assert seen == list(range(1, total + 1))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("writer", ["thread", "process"])
+async def test_an_append_cancelled_before_its_batch_is_dropped(tmp_path: Path, writer: str) -> None:
+    """A caller that gives up while its append still waits in the queue leaves nothing."""
+    async with SQLiteStore(tmp_path / "events.db", writer=writer) as store:
+        futures = [store.start_append(f"Acc-{i}", [NewEvent("T", {})], 0) for i in range(40)]
+        for future in futures[::3]:  # before the writer takes the queue
+            future.cancel()
+        kept = [f for f in futures if not f.cancelled()]
+        results = await asyncio.gather(*kept)
+        assert [r.stream for r in results] == [f"Acc-{i}" for i in range(40) if i % 3]
+        assert sorted(e.stream for e in await store.read_all()) == sorted(r.stream for r in results)
+        assert store.statistics().appends == len(kept)
+
+
+@pytest.mark.anyio
+async def test_batches_stop_at_max_batch_appends_and_max_batch_events(tmp_path: Path) -> None:
+    """A queue larger than a batch's limits commits as several batches within them."""
+    async with SQLiteStore(
+        tmp_path / "events.db", writer="thread", max_batch_appends=7, max_batch_events=10
+    ) as store:
+        await asyncio.gather(*(store.append(f"Acc-{i}", [NewEvent("T", {})], 0) for i in range(30)))
+        first = store.statistics()
+        assert first.max_batch == 7
+        three = [NewEvent("T", {"n": n}) for n in range(3)]
+        await asyncio.gather(*(store.append(f"Ord-{i}", three, 0) for i in range(30)))
+        second = store.statistics()
+        assert second.appends == 60
+        # At most 3 appends of 3 events fit under 10 events: 30 appends, 10 batches.
+        assert second.batches - first.batches == 10
+        assert second.batch_sizes[2] - first.batch_sizes.get(2, 0) == 10  # 2-3 appends each

@@ -62,7 +62,7 @@ def test_a_connection_sees_what_another_wrote_since_its_last_batch(
     assert _write(b, cache_b, _item("Acc-1", 1), _item("Acc-2", 0))[2] == [2, 1]
     # a's cache still says Acc-1 is at 1 and Acc-2 does not exist.
     commit_us, first, results = _write(a, cache_a, _item("Acc-1", 1), _item("Acc-2", 0))
-    assert commit_us is None  # both conflict: nothing written
+    assert (commit_us, first) == (None, 4)  # both conflict: nothing written
     assert [(type(r), r.actual) for r in results if isinstance(r, ConcurrencyError)] == [
         (ConcurrencyError, 2),
         (ConcurrencyError, 1),
