@@ -1,13 +1,16 @@
 """One group-commit batch of :class:`SQLiteStore`: one write transaction, run on a thread.
 
-:func:`write_batch` is plain synchronous code the store's writer task runs on
-a worker thread in ONE hop per batch: ``BEGIN IMMEDIATE``, one statement for
-the head, the highest stream id and the versions of every stream in the
-batch, one for already recorded command ids (only when the batch carries
-some), multi-row INSERTs for new streams (only when there are some) and for
-the events, an ``executemany`` for command ids (only when there are some) and
-``COMMIT``. The number of statements does not grow with the number of
-appends, only with the log of the number of rows (see ``_insert_chunked``).
+:func:`write_batch` is plain synchronous code the store's writer runs on a
+worker thread (or in its writer process) in ONE hop per batch: ``BEGIN
+IMMEDIATE``; one statement for the head and the highest stream id when the
+connection's :class:`StreamCache` may still hold the streams' versions, and
+one for the ids and versions of the streams it does not hold (all of them
+when another writer has written since); one for already recorded command
+ids (only when the batch carries some); multi-row INSERTs for new streams
+(only when there are some) and for the events; an ``executemany`` for
+command ids (only when there are some); and ``COMMIT``. The number of
+statements does not grow with the number of appends, only with the log of
+the number of rows (see ``_insert_chunked``).
 """
 
 from __future__ import annotations
@@ -41,13 +44,14 @@ ANY_VERSION = -1
 
 # ONE statement (one sqlite3_step, so one GIL release and re-take by the
 # sqlite3 module) reads the head, the highest stream id and the id and
-# version of every stream in the batch. json_each binds the whole name list as
-# ONE parameter, so the statement text is the same for every batch (one cached
-# prepared statement) and there is no bound-variable limit to split around;
-# the names, ids and versions come back as three JSON arrays in one row, so
-# no Python object is built per stream beyond the two dicts. A stream's
-# version is the top of its events in the (stream_id, version) index: one
-# index seek (https://www.sqlite.org/optoverview.html#minmax).
+# version of every stream in the batch that the StreamCache does not hold.
+# json_each binds the whole name list as ONE parameter, so the statement text
+# is the same for every batch (one cached prepared statement) and there is no
+# bound-variable limit to split around; the names, ids and versions come back
+# as three JSON arrays in one row, so no Python object is built per stream
+# beyond the cache's entries. A stream's version is the top of its events in
+# the (stream_id, version) index: one index seek
+# (https://www.sqlite.org/optoverview.html#minmax).
 _STATE = (
     "SELECT (SELECT max(position) FROM events), (SELECT max(id) FROM streams),"
     " json_group_array(s.name), json_group_array(s.id),"
@@ -63,8 +67,9 @@ _STATE_ONE = (
     " (SELECT max(e.version) FROM events e WHERE e.stream_id = s.id)"
     " FROM (SELECT 1) LEFT JOIN streams s ON s.name = ?"
 )
-# The head and the highest stream id alone: two index seeks. With a valid
-# StreamCache it is all a batch reads before deciding its appends.
+# The head and the highest stream id alone: two index seeks. When the
+# StreamCache holds every stream of a batch, it is all the batch reads of the
+# streams before deciding its appends (its command ids aside).
 _HEAD = "SELECT (SELECT max(position) FROM events), (SELECT max(id) FROM streams)"
 _COMMANDS = (
     "SELECT command_id, stream, version, first_position, last_position, reply"
@@ -254,12 +259,15 @@ class StreamCache:
     ``events`` and ``streams`` are insert-only (a stream row is written only
     with its first events), so while the log's head is still the ``head``
     this connection last committed (or read), nobody else has written, and
-    these entries are the database's. :func:`write_batch` checks that with
+    these entries are the database's (snapshots, checkpoints and read
+    models written meanwhile do not matter). :func:`write_batch` checks that with
     one two-seek statement inside its write transaction (another process, or
     the store's other writer connection, may have written since) and reads
     only the streams it does not know; on any other head it starts afresh.
     A stream known not to exist has id 0. Entries written by a batch that
-    then fails are dropped with everything else (:meth:`clear`).
+    then fails are dropped with everything else (:meth:`clear`). Before it
+    would grow past ``limit`` streams it forgets its entries and reads the
+    batch's streams again (a single batch may hold more than ``limit``).
     """
 
     __slots__ = ("head", "ids", "limit", "versions")
@@ -290,6 +298,12 @@ def _known_state(
         if (head or 0) != cache.head:  # someone else wrote since: start afresh
             cache.clear()
     misses = [name for name in names if name not in ids] if ids else list(names)
+    if len(ids) + len(misses) > cache.limit and ids:
+        # Bounded here, before it grows: batches that commit nothing (every
+        # append a conflict or a duplicate command) look streams up too.
+        ids.clear()
+        versions.clear()
+        misses = list(names)
     if len(misses) == 1:
         (name,) = misses
         head, max_id, sid, top = conn.execute(_STATE_ONE, (name,)).fetchone()
@@ -381,9 +395,6 @@ def _attempt(conn: sqlite3.Connection, items: list[BatchItem], cache: StreamCach
             conn.executemany(_INSERT_COMMAND, command_rows)
         conn.execute("COMMIT")
         cache.head = position
-        if len(ids) > cache.limit:
-            ids.clear()
-            versions.clear()
         return now_us, head + 1, results
     except BaseException:
         # The cache may hold this batch's versions and stream ids: forget it.

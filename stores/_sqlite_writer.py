@@ -1,6 +1,6 @@
 """The group-commit writer of :class:`SQLiteStore`: one task, one thread, one connection.
 
-Callers put encoded appends on a deque and await a plain asyncio future each
+Callers put encoded appends on a queue and await a plain asyncio future each
 (an anyio stream costs ~5 us a message, DESIGN.md). Batches go to
 :func:`write_batch` on a dedicated thread that owns the write connection: one
 thread hop and one transaction per batch, however many appends it holds. The

@@ -8,13 +8,15 @@ and through two stores on one file.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from stores import ConcurrencyError, NewEvent, SQLiteStore, StoreUnavailable
+from stores import ConcurrencyError, DuplicateCommand, NewEvent, SQLiteStore, StoreUnavailable
 from stores import _sqlite_schema as schema
 from stores._codec import encode_events
 from stores._sqlite_batch import (
@@ -24,6 +26,7 @@ from stores._sqlite_batch import (
     StreamCache,
     write_batch,
 )
+from stores._sqlite_writer import LARGE_BATCH
 
 
 def _item(stream: str, expected: int, type_: str = "Test.Happened") -> BatchItem:
@@ -110,15 +113,49 @@ def test_a_failed_batch_leaves_nothing_of_itself_in_the_cache(
 def test_the_cache_starts_afresh_past_its_limit_and_stays_right(
     conns: tuple[sqlite3.Connection, sqlite3.Connection],
 ) -> None:
-    """Over ``limit`` streams the entries go; versions are then read again."""
+    """Before it would pass ``limit`` streams its entries go; versions are then read again."""
     a, _ = conns
     cache = StreamCache(limit=3)
     _write(a, cache, *[_item(f"Acc-{n}", 0) for n in range(3)])
     assert len(cache.ids) == 3
     _write(a, cache, _item("Acc-3", 0))
-    assert len(cache.ids) == 0
+    assert list(cache.ids) == ["Acc-3"]
     assert cache.head == 4
     assert _write(a, cache, _item("Acc-0", 1), _item("Acc-3", 1))[2] == [2, 2]
+
+
+def _command(stream: str, command_id: str) -> BatchItem:
+    return (stream, encode_events([NewEvent("T", {})], 1 << 20), 0, command_id, b"null")
+
+
+def test_the_limit_holds_when_no_batch_commits(
+    conns: tuple[sqlite3.Connection, sqlite3.Connection],
+) -> None:
+    """Batches that write nothing (here: every command a duplicate) stay within the limit."""
+    a, _ = conns
+    _write(a, StreamCache(), *[_command(f"Acc-{n}", f"cmd-{n}") for n in range(20)])
+    cache = StreamCache(limit=3)
+    for n in range(20):  # a replay: the same commands again, each a DuplicateCommand
+        commit_us, _, results = _write(a, cache, _command(f"Acc-{n}", f"cmd-{n}"))
+        assert commit_us is None
+        assert isinstance(results[0], DuplicateCommand)
+        assert len(cache.ids) <= 3
+
+
+def test_duplicates_and_conflicts_leave_the_cache_true(
+    conns: tuple[sqlite3.Connection, sqlite3.Connection],
+) -> None:
+    """A batch that commits nothing keeps what it read; the next batch decides from it."""
+    a, _ = conns
+    cache = StreamCache()
+    _write(a, cache, _command("Acc-1", "cmd-1"))
+    commit_us, _, results = _write(a, cache, _command("Acc-1", "cmd-1"), _item("Acc-1", 0))
+    assert commit_us is None
+    assert isinstance(results[0], DuplicateCommand)
+    assert isinstance(results[1], ConcurrencyError)
+    assert cache.head == 1
+    assert _write(a, cache, _item("Acc-1", 1), _item("Acc-2", 0))[2] == [2, 1]
+    assert _stream_rows(a) == [(1, "Acc-1"), (2, "Acc-2")]
 
 
 @pytest.mark.anyio
@@ -134,3 +171,52 @@ async def test_two_stores_on_one_file_take_turns_on_one_stream(tmp_path: Path) -
             await b.append("Acc-1", [event], 2)
         assert info.value.actual == 3
         assert [e.version for e in await b.read_stream("Acc-1")] == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_the_writer_thread_and_the_writer_process_take_turns(tmp_path: Path) -> None:
+    """writer="auto": small batches on the thread's connection, large ones in the
+    process's; each sees the other's appends, so stale expected versions conflict."""
+    async with SQLiteStore(tmp_path / "events.db") as store:
+        event = NewEvent("Test.Happened", {})
+        versions = dict.fromkeys(range(LARGE_BATCH), 0)
+
+        async def crowd(expected: dict[int, int]) -> list[object]:
+            return await asyncio.gather(
+                *(store.append(f"Acc-{n}", [event], v) for n, v in expected.items()),
+                return_exceptions=True,
+            )
+
+        await crowd(versions)  # the first large batch: the process starts
+        versions = dict.fromkeys(versions, 1)
+        with anyio.fail_after(30):
+            while True:  # polled: the store signals nothing when its process is up
+                process = store._process
+                if process is not None and process.usable:
+                    break
+                await anyio.sleep(0.01)
+        for _ in range(3):
+            sent = process.batches
+            assert [r.version for r in await crowd(versions)] == [  # type: ignore[attr-defined]
+                v + 1 for v in versions.values()
+            ]
+            versions = {n: v + 1 for n, v in versions.items()}
+            for n in range(3):  # alone: on the thread, after the process's writes
+                assert (await store.append(f"Acc-{n}", [event], versions[n])).version == (
+                    versions[n] + 1
+                )
+                with pytest.raises(ConcurrencyError):
+                    await store.append(f"Acc-{n}", [event], versions[n])
+                versions[n] += 1
+            # In the process again, after the thread's writes: 0-2 are stale.
+            stale = {n: v - 1 if n < 3 else v for n, v in versions.items()}
+            results = await crowd(stale)
+            assert [type(r) for r in results[:3]] == [ConcurrencyError] * 3
+            assert [r.version for r in results[3:]] == [  # type: ignore[attr-defined]
+                versions[n] + 1 for n in range(3, LARGE_BATCH)
+            ]
+            versions.update({n: versions[n] + 1 for n in range(3, LARGE_BATCH)})
+            assert process.batches == sent + 2
+        assert [e.version for e in await store.read_stream("Acc-0")] == list(
+            range(1, versions[0] + 1)
+        )
