@@ -15,27 +15,22 @@ the number of rows (see ``_insert_chunked``).
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 import time
-from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
 from stores._codec import EncodedEvent
 from stores._errors import ConcurrencyError, DuplicateCommand, StoreError, StoreUnavailable
-from stores._sqlite_rows import from_micros
-from stores._types import AppendResult, CommandRecord, category_of
+from stores._types import CommandRecord, category_of
 
 __all__ = [
     "ANY_VERSION",
     "BatchItem",
     "BatchOutcome",
     "StreamCache",
-    "error_as_tuple",
     "is_busy",
-    "outcomes",
     "write_batch",
 ]
 
@@ -126,32 +121,6 @@ def _insert_chunked(
             left -= size
 
 
-_new_result = object.__new__
-# A frozen dataclass's __init__ sets each field through object.__setattr__;
-# the slots' own descriptors do the same in about half the time, which counts
-# on the writer thread (it holds the GIL meanwhile).
-if [f.name for f in dataclasses.fields(AppendResult)] != [
-    "stream",
-    "version",
-    "positions",
-    "recorded_at",
-]:  # pragma: no cover - guards the fast constructor below against a new field
-    raise RuntimeError("AppendResult's fields changed: update _append_result")
-_set_stream = AppendResult.__dict__["stream"].__set__
-_set_version = AppendResult.__dict__["version"].__set__
-_set_positions = AppendResult.__dict__["positions"].__set__
-_set_recorded_at = AppendResult.__dict__["recorded_at"].__set__
-
-
-def _append_result(stream: str, version: int, positions: range, at: datetime) -> AppendResult:
-    result: AppendResult = _new_result(AppendResult)
-    _set_stream(result, stream)
-    _set_version(result, version)
-    _set_positions(result, positions)
-    _set_recorded_at(result, at)
-    return result
-
-
 BatchItem = tuple[str, list[EncodedEvent], int, "str | None", bytes]
 """One append, validated and encoded, as the writer queues it and
 :func:`write_batch` takes it: ``(stream, events, expected, command_id,
@@ -168,63 +137,6 @@ BatchOutcome = tuple["int | None", int, list[Result]]
 ``commit_us`` is the COMMIT's timestamp (microseconds since the epoch, UTC), or
 None when nothing was written; the committed appends hold consecutive
 positions from ``first_position`` on, in batch order."""
-
-
-def outcomes(items: list[BatchItem], outcome: BatchOutcome) -> list[AppendResult | StoreError]:
-    """Each request's AppendResult (or the error it failed with alone), in batch order.
-
-    Runs on the event loop for every append under load, so a committed
-    append's AppendResult is built inline (as ``_append_result`` does),
-    without a call per append.
-    """
-    commit_us, position, results = outcome
-    at = from_micros(commit_us) if commit_us is not None else None
-    new, cls = _new_result, AppendResult
-    out: list[AppendResult | StoreError] = []
-    add = out.append
-    for item, result in zip(items, results, strict=True):
-        if type(result) is int:
-            n = len(item[1])
-            ok = new(cls)
-            _set_stream(ok, item[0])
-            _set_version(ok, result)
-            _set_positions(ok, range(position, position + n))
-            _set_recorded_at(ok, at)
-            position += n
-            add(ok)
-        elif isinstance(result, StoreError):
-            add(result)
-        else:
-            add(_error_from_tuple(item[0], cast(tuple[Any, ...], result)))
-    return out
-
-
-def _error_from_tuple(stream: str, result: tuple[Any, ...]) -> StoreError:
-    # The writer process's form of an append's own error (error_as_tuple).
-    if result[0] == "c":
-        return ConcurrencyError(stream, result[1], result[2])
-    _, cid, stream, version, first, last, reply = result
-    return DuplicateCommand(
-        cid, CommandRecord(cid, stream, version, range(first, last + 1), orjson.loads(reply))
-    )
-
-
-def error_as_tuple(error: StoreError) -> tuple[Any, ...]:
-    """An append's own error as plain values (marshal cannot take exceptions)."""
-    if isinstance(error, ConcurrencyError):
-        return ("c", error.expected, error.actual)
-    if isinstance(error, DuplicateCommand):
-        rec = error.record
-        return (
-            "d",
-            rec.command_id,
-            rec.stream,
-            rec.version,
-            rec.positions[0],
-            rec.positions[-1],
-            orjson.dumps(rec.reply),
-        )
-    raise TypeError(f"unexpected append error {error!r}")
 
 
 def _json_text(values: list[str]) -> str:
@@ -413,7 +325,8 @@ def write_batch(
     one result per item, in order: the stream's new version for an append
     that committed, or the ConcurrencyError / DuplicateCommand of an append
     that fails alone. ``commit_us`` is None when nothing of the batch was
-    written. :func:`outcomes` turns it into each request's AppendResult.
+    written. :func:`~stores._sqlite_outcomes.outcomes` turns it into each request's
+    AppendResult.
     ``cache`` is ``conn``'s own (one per write connection, kept between batches).
 
     Raises:

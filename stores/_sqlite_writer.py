@@ -31,7 +31,8 @@ import orjson
 
 from stores._counters import BatchCounters
 from stores._errors import ConcurrencyError, StoreClosed, StoreError, StoreUnavailable
-from stores._sqlite_batch import BatchItem, BatchOutcome, StreamCache, outcomes, write_batch
+from stores._sqlite_batch import BatchItem, BatchOutcome, StreamCache, write_batch
+from stores._sqlite_outcomes import outcomes
 from stores._sqlite_rows import from_micros, recorded_event
 from stores._types import AppendResult, RecordedEvent, StoreStatistics
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from stores._errors import StoreError
-from stores._sqlite_batch import StreamCache, error_as_tuple, write_batch
+from stores._sqlite_batch import StreamCache, write_batch
+from stores._sqlite_outcomes import error_as_tuple
 from stores._sqlite_schema import Durability, configure, connect_sync, read_pragmas
 
 __all__ = ["HEADER", "dump_message", "load_message", "serve"]

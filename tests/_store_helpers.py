@@ -49,3 +49,13 @@ async def assert_unchanged(store: EventStore, stream: str, version: int, head: i
     assert await store.stream_version(stream) == version
     assert await store.head() == head
     assert len(await store.read_stream(stream)) == version
+
+
+async def writer_process_up(store: Any) -> Any:
+    """Wait (30 s at most) until a SQLiteStore's writer process is up; return it."""
+    with anyio.fail_after(30):
+        while True:  # polled: the store signals nothing when its process is up
+            process = store._process
+            if process is not None and process.usable:
+                return process
+            await anyio.sleep(0.01)

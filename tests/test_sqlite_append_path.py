@@ -24,9 +24,11 @@ from stores import (
     StoreClosed,
 )
 from stores import _codec as codec
-from stores import _sqlite_batch as batch_module
 from stores import _sqlite_schema as schema
+from stores._sqlite_batch import BatchItem
+from stores._sqlite_outcomes import outcomes
 from stores._sqlite_writer import LARGE_BATCH
+from tests._store_helpers import writer_process_up
 
 
 def ev(**data: Any) -> NewEvent:
@@ -205,10 +207,20 @@ async def test_cancelled_close_commits_the_batch_in_flight_and_fails_the_queue(
 
 
 def test_fast_append_result_equals_the_dataclass_and_stays_frozen() -> None:
-    """The writer's fast AppendResult constructor sets every field and keeps it frozen."""
+    """outcomes()' fast AppendResults equal the dataclass's own and stay frozen."""
+    at_us = 1_767_312_000_000_000  # 2026-01-02 00:00 UTC
     at = datetime(2026, 1, 2, tzinfo=UTC)
-    fast = batch_module._append_result("Acc-1", 3, range(5, 8), at)
-    assert fast == AppendResult("Acc-1", 3, range(5, 8), at)
+    one, three = codec.encode_events([ev()], 1 << 20), codec.encode_events([ev()] * 3, 1 << 20)
+    items: list[BatchItem] = [
+        ("Acc-1", one, 0, None, b"null"),
+        ("Acc-2", three, 4, None, b"null"),
+        ("Acc-3", one, 1, None, b"null"),
+    ]
+    results = outcomes(items, (at_us, 5, [1, ConcurrencyError("Acc-2", 4, 5), 2]))
+    assert results[0] == AppendResult("Acc-1", 1, range(5, 6), at)
+    assert isinstance(results[1], ConcurrencyError)
+    assert results[2] == AppendResult("Acc-3", 2, range(6, 7), at)
+    fast = results[0]
     assert type(fast) is AppendResult
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.version = 4  # type: ignore[misc]
@@ -253,12 +265,7 @@ async def test_auto_writer_sends_batches_of_16_to_its_process_and_keeps_smaller_
     """writer="auto", its process up: a batch of 16 appends goes there, 15 stay on the thread."""
     async with SQLiteStore(tmp_path / "events.db") as store:
         await _crowd(store, "W", 16)  # the first batch of 16: the process starts
-        with anyio.fail_after(30):
-            while True:  # polled: the store signals nothing when its process is up
-                process = store._process
-                if process is not None and process.usable:
-                    break
-                await anyio.sleep(0.01)
+        process = await writer_process_up(store)
         sent = process.batches
         await _crowd(store, "S", 15)
         assert process.batches == sent

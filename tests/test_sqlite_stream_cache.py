@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
 import pytest
 
 from stores import ConcurrencyError, DuplicateCommand, NewEvent, SQLiteStore, StoreUnavailable
@@ -27,6 +26,7 @@ from stores._sqlite_batch import (
     write_batch,
 )
 from stores._sqlite_writer import LARGE_BATCH
+from tests._store_helpers import writer_process_up
 
 
 def _item(stream: str, expected: int, type_: str = "Test.Happened") -> BatchItem:
@@ -189,12 +189,7 @@ async def test_the_writer_thread_and_the_writer_process_take_turns(tmp_path: Pat
 
         await crowd(versions)  # the first large batch: the process starts
         versions = dict.fromkeys(versions, 1)
-        with anyio.fail_after(30):
-            while True:  # polled: the store signals nothing when its process is up
-                process = store._process
-                if process is not None and process.usable:
-                    break
-                await anyio.sleep(0.01)
+        process = await writer_process_up(store)
         for _ in range(3):
             sent = process.batches
             assert [r.version for r in await crowd(versions)] == [  # type: ignore[attr-defined]
