@@ -324,7 +324,12 @@ class Projector(abc.ABC):
         raise ProjectionTimeout(self.name, position, self._position, timeout)
 
     async def pause(self) -> None:
-        """Stop applying events once the batch in flight (if any) has committed."""
+        """Stop applying events once the batch in flight (if any) has committed.
+
+        The projector is paused from the call on; what the call waits for is
+        the batch in flight. Cancelling it (a timeout) cancels that wait, not
+        the pause: :meth:`resume` undoes it.
+        """
         self._paused = True
         if self._state is ProjectorState.RUNNING:
             self._state = ProjectorState.PAUSED

@@ -106,3 +106,32 @@ async def test_reset_while_paused_after_a_failed_batch_stays_paused(tmp_path: Pa
         await projector.wait_for(2, timeout=10)
         assert (gate.calls[1], gate.calls[2]) == (2, 1)
     assert seen(tmp_path / "read-models", "log") == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_a_pause_cancelled_while_it_waits_still_pauses(tmp_path: Path) -> None:
+    """Cancelling pause() (a timeout) cancels the wait, not the pause: resume() undoes it.
+
+    pause() waits for the projector's lock (here held by a reset() that drains
+    a blocked batch); the drain itself is shielded.
+    """
+    gate = Gate(bad=set())
+    projector = log_projector(tmp_path / "read-models", gate)
+    store = new_store("memory", tmp_path)
+    async with store, ProjectionEngine(store, [projector]):
+        async with anyio.create_task_group() as tg:
+            with opened_gate(gate):
+                await store.append("S-1", [NewEvent("T.A", {})], ANY)
+                await anyio.to_thread.run_sync(gate.blocked.wait, 10)  # batch [1] on the thread
+                tg.start_soon(projector.reset, 0)  # takes the lock and drains
+                await until(lambda: projector._pipe_changed is not None)
+                with anyio.move_on_after(0.05) as scope:
+                    await projector.pause()
+                assert scope.cancelled_caught
+                assert projector.state is ProjectorState.PAUSED
+        # reset(0) finished once [1] committed; the projector stays paused.
+        await store.append("S-1", [NewEvent("T.A", {})], ANY)
+        assert await stays(lambda: gate.calls[2] == 0), "handler called while paused"
+        await projector.resume()
+        await projector.wait_for(2, timeout=10)
+    assert seen(tmp_path / "read-models", "log") == [1, 2]
