@@ -170,12 +170,13 @@ class StreamCache:
     Positions strictly increase with every commit that writes events, and
     ``events`` and ``streams`` are insert-only (a stream row is written only
     with its first events), so while the log's head is still the ``head``
-    this connection last committed (or read), nobody else has written, and
-    these entries are the database's (snapshots, checkpoints and read
-    models written meanwhile do not matter). :func:`write_batch` checks that with
-    one two-seek statement inside its write transaction (another process, or
-    the store's other writer connection, may have written since) and reads
-    only the streams it does not know; on any other head it starts afresh.
+    this connection last committed (or read), nobody else has written events,
+    and these entries are the database's (snapshots, checkpoints and read
+    models written meanwhile do not matter). :func:`write_batch` checks that
+    with one two-seek statement inside its write transaction (another
+    process, or the store's other writer connection, may have written since)
+    and reads only the streams it does not know; on any other head it starts
+    afresh.
     A stream known not to exist has id 0. Entries written by a batch that
     then fails are dropped with everything else (:meth:`clear`). Before it
     would grow past ``limit`` streams it forgets its entries and reads the
@@ -242,8 +243,8 @@ def _attempt(conn: sqlite3.Connection, items: list[BatchItem], cache: StreamCach
         # Stamped once the write lock is ours, so recorded_at follows
         # position order (as far as the wall clock does).
         now_us = time.time_ns() // 1000
-        # The head and versions as of INSIDE the write transaction: another
-        # process may have written since our last batch.
+        # The head and the streams' versions, checked or read INSIDE the write
+        # transaction: another process may have written since our last batch.
         head, next_id = _known_state(conn, {item[0]: None for item in items}, cache)
         # Updated as the batch's appends are decided: a later append to the
         # same stream in this batch sees the version after the earlier one.
@@ -325,9 +326,9 @@ def write_batch(
     one result per item, in order: the stream's new version for an append
     that committed, or the ConcurrencyError / DuplicateCommand of an append
     that fails alone. ``commit_us`` is None when nothing of the batch was
-    written. :func:`~stores._sqlite_outcomes.outcomes` turns it into each request's
-    AppendResult.
-    ``cache`` is ``conn``'s own (one per write connection, kept between batches).
+    written; :func:`~stores._sqlite_outcomes.outcomes` turns it into each
+    append's AppendResult. ``cache`` is ``conn``'s own (one per write
+    connection, kept between its batches).
 
     Raises:
         StoreUnavailable: the database stayed locked past ``busy_timeout`` or

@@ -324,7 +324,7 @@ class GroupCommitWriter:
         results = outcomes(items, outcome)
         if commit_us is not None and self._listeners:  # build RecordedEvents only for someone
             self._announce(recorded_events(items, results, commit_us))
-        # One pass: count and resolve (this runs for every append under load).
+        # Count and resolve (this runs for every append under load).
         appends = events = 0
         for waiter, item, result in zip(waiters, items, results, strict=True):
             if type(result) is AppendResult:
