@@ -32,21 +32,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
 import asyncpg
 import structlog
 
-from stores._base import ConsumerTransaction, EventStore
+from stores._base import EventStore
 from stores._codec import (
     DEFAULT_MAX_EVENT_BYTES,
     check_append_args,
-    check_checkpoint,
-    check_snapshot_args,
     check_text,
-    decode_snapshot,
     encode_events,
     encode_value,
     validate_stream,
@@ -54,17 +50,16 @@ from stores._codec import (
 from stores._errors import StoreClosed, StoreUnavailable
 from stores._gc import DEFAULT_GC_THRESHOLD, check_gc_threshold, hold_gc_threshold
 from stores._postgres_batch import Pending, Plan
-from stores._postgres_consumer import consumer_transaction
 from stores._postgres_errors import DRIVER_ERRORS, RETRYABLE
 from stores._postgres_listen import HeadWatcher
 from stores._postgres_reads import PostgresReads
 from stores._postgres_sql import Statements, migrate, quote_ident
+from stores._postgres_state import PostgresStateCalls
 from stores._postgres_writer import BatchWriter
 from stores._types import (
     AppendResult,
     ExpectedVersion,
     NewEvent,
-    Snapshot,
     StoreStatistics,
 )
 
@@ -73,7 +68,7 @@ __all__ = ["PostgresStore"]
 _log = structlog.get_logger("stores.postgres")
 
 
-class PostgresStore(PostgresReads, EventStore):
+class PostgresStore(PostgresReads, PostgresStateCalls, EventStore):
     """An event store in a PostgreSQL schema, safe for writers in many processes.
 
     ``async with PostgresStore(dsn) as store:`` opens a connection pool
@@ -369,65 +364,6 @@ class PostgresStore(PostgresReads, EventStore):
         self._watcher.saw_head(plan.head)
         if self._commit_listeners:  # build RecordedEvents only for a listener
             self._announce(plan.recorded())
-
-    # -- snapshots ---------------------------------------------------------
-
-    async def save_snapshot(
-        self, stream: str, version: int, state: Any, schema_version: int = 1
-    ) -> None:
-        """Save a snapshot of a stream at a version (same version overwrites).
-
-        Raises:
-            SerializationError: the state cannot be encoded.
-        """
-        self._check_open()
-        validate_stream(stream)
-        check_snapshot_args(version, schema_version)
-        data = encode_value(state, f"snapshot state of {stream!r}")
-        await self._call("execute", self._sql.save_snapshot, stream, version, data, schema_version)
-
-    async def load_snapshot(self, stream: str, max_version: int | None = None) -> Snapshot | None:
-        """The latest snapshot at or below ``max_version`` (any when None), or None.
-
-        Raises:
-            CorruptSnapshot: the stored state cannot be decoded.
-        """
-        self._check_open()
-        validate_stream(stream)
-        row = await self._call("fetchrow", self._sql.load_snapshot, stream, max_version)
-        if row is None:
-            return None
-        return decode_snapshot(row[0], row[1], row[2], row[3], row[4])
-
-    # -- consumers ---------------------------------------------------------
-
-    async def get_checkpoint(self, name: str) -> int:
-        """A consumer's checkpoint (0 when new)."""
-        check_checkpoint(name)
-        return int(await self._call("fetchval", self._sql.get_checkpoint, name) or 0)
-
-    async def set_checkpoint(self, name: str, position: int) -> None:
-        """Move a checkpoint forward; a position at or below it is ignored."""
-        check_checkpoint(name, position)
-        await self._call("execute", self._sql.set_checkpoint, name, position)
-
-    async def reset_checkpoint(self, name: str, position: int = 0) -> None:
-        """Set a checkpoint to ``position``, backwards too."""
-        check_checkpoint(name, position)
-        await self._call("execute", self._sql.reset_checkpoint, name, position)
-
-    def open_consumer_transaction(
-        self, name: str
-    ) -> AbstractAsyncContextManager[ConsumerTransaction]:
-        """Open a transaction on one connection for a read model plus its checkpoint.
-
-        The consumer's checkpoint row is locked (``SELECT ... FOR UPDATE``)
-        for the transaction, so transactions of one consumer name run one at
-        a time across processes. Errors raised by your own statements on
-        :attr:`~ConsumerTransaction.connection` are asyncpg's, unchanged.
-        """
-        check_checkpoint(name)
-        return consumer_transaction(self._check_open(), self._sql, name)
 
     # -- operations --------------------------------------------------------
 
