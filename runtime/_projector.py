@@ -326,9 +326,11 @@ class Projector(abc.ABC):
     async def pause(self) -> None:
         """Stop applying events once the batch in flight (if any) has committed.
 
-        The projector is paused from the call on; what the call waits for is
-        the batch in flight. Cancelling it (a timeout) cancels that wait, not
-        the pause: :meth:`resume` undoes it.
+        The projector is paused from the call on. The call then waits for
+        any other operation holding the projector (a reset, a rebuild) and
+        then, shielded, for the batch in flight (its thread finishes it
+        anyway). Cancelling the call (a timeout) can cut short only the first
+        wait; the projector stays paused either way: :meth:`resume` undoes it.
         """
         self._paused = True
         if self._state is ProjectorState.RUNNING:

@@ -1,8 +1,10 @@
 """Snapshots, checkpoints and consumer transactions of :class:`stores.PostgresStore`, as a mixin.
 
-Like the reads (``_postgres_reads``), every query goes through the store's
-one boundary, ``_call``, which stays in ``_postgres`` with the lifecycle it
-depends on; the mixin only declares it for the type checker.
+Like the reads (``_postgres_reads``), the snapshot and checkpoint queries go
+through the store's one boundary, ``_call``, which stays in ``_postgres``
+with the lifecycle it depends on (the mixin only declares it for the type
+checker); a consumer transaction takes a connection of its own from the pool
+(``_postgres_consumer``).
 """
 
 from __future__ import annotations
