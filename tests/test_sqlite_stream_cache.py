@@ -29,8 +29,10 @@ from stores._sqlite_writer import LARGE_BATCH
 from tests._store_helpers import writer_process_up
 
 
-def _item(stream: str, expected: int, type_: str = "Test.Happened") -> BatchItem:
-    return (stream, encode_events([NewEvent(type_, {})], 1 << 20), expected, None, b"null")
+def _item(
+    stream: str, expected: int, type_: str = "Test.Happened", command_id: str | None = None
+) -> BatchItem:
+    return (stream, encode_events([NewEvent(type_, {})], 1 << 20), expected, command_id, b"null")
 
 
 def _write(conn: sqlite3.Connection, cache: StreamCache, *items: BatchItem) -> BatchOutcome:
@@ -124,19 +126,15 @@ def test_the_cache_starts_afresh_past_its_limit_and_stays_right(
     assert _write(a, cache, _item("Acc-0", 1), _item("Acc-3", 1))[2] == [2, 2]
 
 
-def _command(stream: str, command_id: str) -> BatchItem:
-    return (stream, encode_events([NewEvent("T", {})], 1 << 20), 0, command_id, b"null")
-
-
 def test_the_limit_holds_when_no_batch_commits(
     conns: tuple[sqlite3.Connection, sqlite3.Connection],
 ) -> None:
     """Batches that write nothing (here: every command a duplicate) stay within the limit."""
     a, _ = conns
-    _write(a, StreamCache(), *[_command(f"Acc-{n}", f"cmd-{n}") for n in range(20)])
+    _write(a, StreamCache(), *[_item(f"Acc-{n}", 0, command_id=f"cmd-{n}") for n in range(20)])
     cache = StreamCache(limit=3)
     for n in range(20):  # a replay: the same commands again, each a DuplicateCommand
-        commit_us, _, results = _write(a, cache, _command(f"Acc-{n}", f"cmd-{n}"))
+        commit_us, _, results = _write(a, cache, _item(f"Acc-{n}", 0, command_id=f"cmd-{n}"))
         assert commit_us is None
         assert isinstance(results[0], DuplicateCommand)
         assert len(cache.ids) <= 3
@@ -148,8 +146,9 @@ def test_duplicates_and_conflicts_leave_the_cache_true(
     """A batch that commits nothing keeps what it read; the next batch decides from it."""
     a, _ = conns
     cache = StreamCache()
-    _write(a, cache, _command("Acc-1", "cmd-1"))
-    commit_us, _, results = _write(a, cache, _command("Acc-1", "cmd-1"), _item("Acc-1", 0))
+    deposit = _item("Acc-1", 0, command_id="cmd-1")
+    _write(a, cache, deposit)
+    commit_us, _, results = _write(a, cache, deposit, _item("Acc-1", 0))
     assert commit_us is None
     assert isinstance(results[0], DuplicateCommand)
     assert isinstance(results[1], ConcurrencyError)
